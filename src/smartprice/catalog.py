@@ -1,0 +1,185 @@
+"""Read and validate catalog files, and split `catalog_content` into its fields.
+
+Every problem with a user's file becomes a `CatalogError` whose message names the file,
+and the row and column where there is one, so the CLI can print it on one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+ID_COLUMN = "sample_id"
+TEXT_COLUMN = "catalog_content"
+IMAGE_COLUMN = "image_link"
+PRICE_COLUMN = "price"
+REQUIRED_COLUMNS = (ID_COLUMN, TEXT_COLUMN)  # image_link is optional: no model uses images yet
+
+
+class CatalogError(ValueError):
+    """A catalog file the user must fix; the message says where and how."""
+
+
+def _where(path: Path | str, row: int | None = None, column: str | None = None) -> str:
+    """Format a location like `train.csv, row 12, column 'price'` (rows 1-based, header excluded)."""
+    parts = [str(path)]
+    if row is not None:
+        parts.append(f"row {row}")
+    if column is not None:
+        parts.append(f"column '{column}'")
+    return ", ".join(parts)
+
+
+def _check_utf8(path: Path, raw: bytes) -> str:
+    """Decode the file as UTF-8 or raise an error that gives the line of the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CatalogError(
+            f"{path}: not valid UTF-8 (byte {exc.start}, line {line}); re-save the file as UTF-8"
+        ) from None
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """Load CSV or Parquet into a frame of strings (prices are converted later, with checks)."""
+    if not path.exists():
+        raise CatalogError(f"{path}: file not found")
+    if path.is_dir():
+        raise CatalogError(f"{path}: is a directory, expected a .csv or .parquet file")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises many types for damaged files
+            raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
+        return frame
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise CatalogError(f"{path}: file is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
+    import io
+
+    text = _check_utf8(path, raw)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise CatalogError(f"{path}: malformed CSV ({exc})") from None
+    return frame
+
+
+def _validate_prices(frame: pd.DataFrame, path: Path, strict: bool) -> pd.DataFrame:
+    """Keep rows whose price is a finite number > 0; warn (or raise, if strict) about the rest."""
+    raw = frame[PRICE_COLUMN]
+    price = pd.to_numeric(raw, errors="coerce").astype(float)
+    bad = ~np.isfinite(price.to_numpy()) | (price.to_numpy() <= 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        value = raw.iloc[first]
+        reason = "missing" if str(value).strip() in ("", "nan", "None") else f"invalid ({value!r})"
+        message = (
+            f"{_where(path, first + 1, PRICE_COLUMN)}: price is {reason}; prices must be finite numbers > 0"
+        )
+        if strict:
+            raise CatalogError(message)
+        log.warning("%s: skipped %d of %d training rows with a missing or invalid price (first: %s)",
+                    path, int(bad.sum()), len(frame), message)
+    frame = frame.assign(**{PRICE_COLUMN: price})
+    frame = frame.loc[~bad].reset_index(drop=True)
+    if frame.empty:
+        raise CatalogError(f"{path}: no training rows left after dropping rows with invalid prices")
+    return frame
+
+
+def read_catalog(path: str | Path, *, labelled: bool = False, strict: bool = False) -> pd.DataFrame:
+    """Read a catalog file (CSV or Parquet) and return a validated frame.
+
+    Columns out: sample_id (str), catalog_content (str, '' when blank), image_link (str) and,
+    when `labelled`, price (float, finite, > 0). Extra columns are dropped.
+    """
+    path = Path(path)
+    frame = _read_table(path)
+    frame.columns = [str(c).strip() for c in frame.columns]
+    required = REQUIRED_COLUMNS + ((PRICE_COLUMN,) if labelled else ())
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise CatalogError(
+            f"{path}: missing required column {', '.join(repr(c) for c in missing)} "
+            f"(found: {', '.join(map(repr, frame.columns)) or 'none'})"
+        )
+    if frame.empty:
+        raise CatalogError(f"{path}: has a header but no rows")
+    if IMAGE_COLUMN not in frame.columns:
+        frame[IMAGE_COLUMN] = ""
+    frame = frame[[ID_COLUMN, TEXT_COLUMN, IMAGE_COLUMN] + ([PRICE_COLUMN] if labelled else [])].copy()
+    frame[TEXT_COLUMN] = frame[TEXT_COLUMN].fillna("").astype(str)
+    frame[IMAGE_COLUMN] = frame[IMAGE_COLUMN].fillna("").astype(str)
+    ids = frame[ID_COLUMN].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip())
+    blank = np.flatnonzero((ids == "").to_numpy())
+    if blank.size:
+        raise CatalogError(f"{_where(path, int(blank[0]) + 1, ID_COLUMN)}: sample_id is blank")
+    duplicated = ids.duplicated(keep=False).to_numpy()
+    if duplicated.any():
+        dup_rows = np.flatnonzero(duplicated)
+        first_id = ids.iloc[dup_rows[0]]
+        rows = [int(r) + 1 for r in dup_rows if ids.iloc[r] == first_id][:2]
+        raise CatalogError(
+            f"{_where(path, rows[1], ID_COLUMN)}: duplicate sample_id {first_id!r} (also at row {rows[0]})"
+        )
+    frame[ID_COLUMN] = ids
+    if labelled:
+        frame = _validate_prices(frame, path, strict)
+    return frame.reset_index(drop=True)
+
+
+# --- catalog_content fields -----------------------------------------------------------------
+
+# "Item Name: La Victoria Green Taco Sauce Mild, 12 Ounce (Pack of 6)"
+ITEM_NAME_RE = re.compile(r"^\s*Item Name:\s*(.*)$", re.MULTILINE | re.IGNORECASE)
+# "Bullet Point 1: Original Butter Cookies: Classic butter cookies ..."  (also "Bullet Point:")
+BULLET_RE = re.compile(r"^\s*Bullet Point(?:\s*\d+)?:\s*(.*)$", re.MULTILINE | re.IGNORECASE)
+# "Product Description: This Tangy Carolina Barbecue Sauce ..."
+DESCRIPTION_RE = re.compile(r"^\s*Product Description:\s*(.*)$", re.MULTILINE | re.IGNORECASE)
+# "Value: 72.0"
+VALUE_RE = re.compile(r"^\s*Value:\s*([-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)\s*$", re.MULTILINE | re.IGNORECASE)
+# "Unit: Fl Oz"
+UNIT_RE = re.compile(r"^\s*Unit:\s*(.*?)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class CatalogFields:
+    """The parts of one `catalog_content` string."""
+
+    item_name: str = ""
+    bullets: tuple[str, ...] = field(default_factory=tuple)
+    description: str = ""
+    value: float | None = None
+    unit: str = ""
+
+
+def split_catalog_content(text: str) -> CatalogFields:
+    """Split `catalog_content` into name, bullets, description, Value and Unit.
+
+    Text without an `Item Name:` line (free-form listings) becomes the item name's first line.
+    """
+    text = text or ""
+    name = ITEM_NAME_RE.search(text)
+    value = VALUE_RE.search(text)
+    unit = UNIT_RE.search(text)
+    parsed_value = float(value.group(1)) if value else None
+    if parsed_value is not None and not math.isfinite(parsed_value):
+        parsed_value = None
+    item_name = name.group(1).strip() if name else text.strip().split("\n", 1)[0][:300]
+    return CatalogFields(
+        item_name=item_name,
+        bullets=tuple(b.strip() for b in BULLET_RE.findall(text) if b.strip()),
+        description=" ".join(d.strip() for d in DESCRIPTION_RE.findall(text)),
+        value=parsed_value,
+        unit=unit.group(1).strip() if unit else "",
+    )

@@ -1,0 +1,245 @@
+"""Engineered features from catalog fields, and the four named feature sets (15/20/22/25).
+
+`listing_features` turns texts into one row of raw values per listing; `FeatureEncoder`
+label-encodes brand/category and scales the numbers with statistics fitted on training rows
+only, and round-trips through JSON so it is saved with every model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .catalog import CatalogFields, split_catalog_content
+from .units import DIMENSIONS, UNKNOWN, normalise_unit, parse_pack_count, parse_size
+
+# --- the named feature sets: defined here and nowhere else ----------------------------------
+FEATURES_15 = (
+    "value",             # the Value: field, in the listing's own unit (0 when absent)
+    "pack_size",         # items in the listing: "Pack of 6" -> 6, default 1
+    "total_quantity",    # Value converted to the base unit of its dimension (g, ml, items, cm)
+    "text_length",       # characters in catalog_content
+    "has_value",         # 1 when a Value: field was parsed
+    "brand",             # label code of the guessed brand (0 = unknown / rare)
+    "category",          # label code of the keyword-guessed category (0 = other)
+    "word_count",        # words in catalog_content
+    "has_numbers",       # 1 when the item name contains a digit
+    "has_capitals",      # 1 when the item name has an all-caps word of 3+ letters
+    "log_quantity",      # log1p(total_quantity)
+    "value_per_unit",    # total_quantity / pack_size: the size of one item
+    "is_pack",           # 1 when pack_size > 1
+    "bullet_points",     # number of bullet points
+    "quantity_category", # total_quantity bucket 0..5 on a log10 scale, within its dimension
+)
+FEATURES_20 = FEATURES_15 + (
+    "has_description",   # 1 when a Product Description: is present
+    "num_sentences",     # sentence-ending marks in the text
+    "avg_word_length",   # mean characters per word
+    "price_keywords",    # count of premium / value words (organic, gourmet, bulk, ...)
+    "unit_type",         # dimension code: 0 unknown, 1 mass, 2 volume, 3 count, 4 length, 5 area
+)
+FEATURES_22 = FEATURES_20 + (
+    "vocab_richness",    # distinct words / words
+    "bulk_indicators",   # count of bulk words (case, bulk, wholesale, family size, ...)
+)
+FEATURES_25 = FEATURES_22 + (
+    "comma_count",       # commas in the item name
+    "is_large_pack",     # 1 when pack_size >= 12
+    "has_fraction",      # 1 when the item name holds a fraction or decimal ("1/2", "11.25")
+)
+FEATURE_SETS: dict[int, tuple[str, ...]] = {15: FEATURES_15, 20: FEATURES_20, 22: FEATURES_22, 25: FEATURES_25}
+CATEGORICAL = ("brand", "category")
+MAX_QUANTITY = 1e9  # base units; caps absurd values ("Value: 1e308") so every feature stays finite  # label-encoded, never scaled
+
+# Extra numeric columns the CPU model uses beside the 25 (trees need no scaling).
+EXTRA_FEATURES = (
+    "name_size",         # first size stated in the item name, in base units (0 if none)
+    "name_length",       # characters in the item name
+    "dim_mass", "dim_volume", "dim_count",  # one-hot of the unit dimension
+)
+
+# --- keyword tables --------------------------------------------------------------------------
+PRICE_WORDS_RE = re.compile(
+    r"\b(premium|organic|gourmet|luxury|artisan|imported|handmade|natural|gift|deluxe|professional|"
+    r"authentic|certified|kosher|non-gmo|gluten[- ]free|vegan|keto)\b",
+    re.IGNORECASE,
+)
+BULK_WORDS_RE = re.compile(
+    r"\b(bulk|case|wholesale|family size|value pack|variety pack|multipack|multi-pack|party size|club pack|"
+    r"pack of|count|servings)\b",
+    re.IGNORECASE,
+)
+WORD_RE = re.compile(r"[A-Za-z0-9']+")
+SENTENCE_END_RE = re.compile(r"[.!?](?:\s|$)")
+CAPS_WORD_RE = re.compile(r"\b[A-Z]{3,}\b")
+FRACTION_RE = re.compile(r"\d+/\d+|\d+\.\d+")
+
+# First matching entry wins; order from specific to general.
+CATEGORY_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("coffee", ("coffee", "espresso", "k-cup", "kcup", "keurig")),
+    ("tea", ("tea", "matcha", "chai")),
+    ("beverage", ("juice", "soda", "water", "drink", "beverage", "lemonade", "energy")),
+    ("sauce", ("sauce", "salsa", "ketchup", "mustard", "dressing", "marinade", "vinegar", "mayo")),
+    ("spice", ("spice", "seasoning", "pepper", "salt", "cinnamon", "herb", "rub")),
+    ("oil", ("oil", "ghee", "butter")),
+    ("candy", ("candy", "chocolate", "gum", "gummies", "gummy", "lollipop", "caramel", "mints")),
+    ("snack", ("chips", "snack", "cracker", "crackers", "popcorn", "pretzel", "jerky", "nuts", "almonds", "bar", "bars")),
+    ("baking", ("flour", "sugar", "baking", "yeast", "cake", "cookie", "cookies", "mix", "frosting", "syrup", "honey")),
+    ("grain", ("rice", "pasta", "noodle", "noodles", "oats", "oatmeal", "cereal", "quinoa", "grain", "bread")),
+    ("canned", ("canned", "soup", "beans", "broth", "tuna", "stock")),
+    ("dairy", ("milk", "cheese", "yogurt", "cream", "creamer")),
+    ("supplement", ("vitamin", "supplement", "protein", "capsules", "probiotic", "collagen")),
+    ("pet", ("dog", "cat", "pet", "puppy", "kitten")),
+    ("baby", ("baby", "infant", "toddler")),
+    ("household", ("detergent", "cleaner", "paper", "towel", "trash", "soap", "wipes")),
+)
+_CATEGORY_RE = [(name, re.compile(r"\b(" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE))
+                for name, words in CATEGORY_KEYWORDS]
+# A brand is the item name's leading words before a separator: "Goya Foods Sazonador, 30 Ounce" -> "goya foods"
+BRAND_SPLIT_RE = re.compile(r"[,\-–—|(:]|\b\d")
+
+
+def guess_brand(item_name: str) -> str:
+    """Lower-cased first two words of the item name: "La Victoria Green Taco Sauce" -> "la victoria"."""
+    head = BRAND_SPLIT_RE.split(item_name or "", maxsplit=1)[0]
+    words = WORD_RE.findall(head.lower())
+    return " ".join(words[:2])
+
+
+def guess_category(text: str) -> str:
+    """Keyword category of an item name: "Green Taco Sauce Mild" -> "sauce"; no match -> "other"."""
+    for name, pattern in _CATEGORY_RE:
+        if pattern.search(text or ""):
+            return name
+    return "other"
+
+
+def _quantity_bucket(quantity: float) -> int:
+    """0 for none, then log10 buckets 1..5 (<10, <100, <1000, <10000, larger)."""
+    if quantity <= 0:
+        return 0
+    return int(min(5, 1 + max(0.0, math.floor(math.log10(max(quantity, 1.0))))))
+
+
+def listing_row(text: str, fields: CatalogFields | None = None) -> dict[str, Any]:
+    """All raw feature values of one listing (brand/category as strings, before encoding)."""
+    fields = fields or split_catalog_content(text)
+    name = fields.item_name
+    words = WORD_RE.findall(text)
+    unit = normalise_unit(fields.unit)
+    pack = parse_pack_count(name)
+    value = fields.value if fields.value is not None and fields.value > 0 else 0.0
+    if unit is UNKNOWN and value > 0:  # "Unit: None": try the size stated in the name
+        size = parse_size(name)
+        if size is not None:
+            unit = size[1]
+    total = min(value * unit.factor, MAX_QUANTITY)
+    size = parse_size(name)
+    name_size = min(size[0] * size[1].factor, MAX_QUANTITY) if size else 0.0
+    dimension = unit.dimension
+    return {
+        "value": value,
+        "pack_size": float(pack),
+        "total_quantity": total,
+        "text_length": float(len(text)),
+        "has_value": float(fields.value is not None),
+        "brand": guess_brand(name),
+        "category": guess_category(name),
+        "word_count": float(len(words)),
+        "has_numbers": float(any(ch.isdigit() for ch in name)),
+        "has_capitals": float(bool(CAPS_WORD_RE.search(name))),
+        "log_quantity": math.log1p(total),
+        "value_per_unit": total / pack,
+        "is_pack": float(pack > 1),
+        "bullet_points": float(len(fields.bullets)),
+        "quantity_category": float(_quantity_bucket(total)),
+        "has_description": float(bool(fields.description)),
+        "num_sentences": float(len(SENTENCE_END_RE.findall(text))),
+        "avg_word_length": float(np.mean([len(w) for w in words])) if words else 0.0,
+        "price_keywords": float(len(PRICE_WORDS_RE.findall(text))),
+        "unit_type": float(DIMENSIONS.index(dimension)),
+        "vocab_richness": len({w.lower() for w in words}) / len(words) if words else 0.0,
+        "bulk_indicators": float(len(BULK_WORDS_RE.findall(text))),
+        "comma_count": float(name.count(",")),
+        "is_large_pack": float(pack >= 12),
+        "has_fraction": float(bool(FRACTION_RE.search(name))),
+        "name_size": name_size,
+        "name_length": float(len(name)),
+        "dim_mass": float(dimension == "mass"),
+        "dim_volume": float(dimension == "volume"),
+        "dim_count": float(dimension == "count"),
+    }
+
+
+def listing_features(texts: Iterable[str]) -> pd.DataFrame:
+    """Raw features for many listings, one row each, in input order."""
+    return pd.DataFrame([listing_row(t or "") for t in texts])
+
+
+class FeatureEncoder:
+    """Label-encode brand/category and standardise numbers; fitted on training rows only.
+
+    Codes: 0 is reserved for unknown or rare values, so unseen brands at predict time are safe.
+    """
+
+    def __init__(self, feature_set: int = 25, min_brand_count: int = 2) -> None:
+        self.feature_set = feature_set
+        self.min_brand_count = min_brand_count
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {self.feature_set}; choose one of {sorted(FEATURE_SETS)}")
+        return FEATURE_SETS[self.feature_set]
+
+    def fit(self, raw: pd.DataFrame) -> FeatureEncoder:
+        """Learn category codes and scaling statistics from training rows' raw features."""
+        counts = raw["brand"].value_counts()
+        brands = sorted(b for b, n in counts.items() if n >= self.min_brand_count and b)
+        self.codes_ = {
+            "brand": {b: i + 1 for i, b in enumerate(brands)},
+            "category": {c: i + 1 for i, c in enumerate(sorted(raw["category"].unique()))},
+        }
+        numeric = self._encode(raw)
+        self.mean_ = numeric.mean(axis=0)
+        self.scale_ = numeric.std(axis=0)
+        self.scale_[self.scale_ < 1e-9] = 1.0
+        return self
+
+    def _encode(self, raw: pd.DataFrame) -> np.ndarray:
+        columns = []
+        for name in self.names:
+            if name in CATEGORICAL:
+                columns.append(raw[name].map(self.codes_[name]).fillna(0).to_numpy(dtype=float))
+            else:
+                values = raw[name].to_numpy(dtype=float)
+                columns.append(np.log1p(np.clip(values, 0, None)))  # heavy tails -> log scale
+        return np.stack(columns, axis=1)
+
+    def transform(self, raw: pd.DataFrame) -> np.ndarray:
+        """Scaled numeric matrix (n, len(names)), categorical codes left unscaled, float32."""
+        if not hasattr(self, "codes_"):
+            raise RuntimeError("FeatureEncoder is not fitted; call fit() on training rows first")
+        encoded = self._encode(raw)
+        is_cat = np.array([n in CATEGORICAL for n in self.names])
+        scaled = (encoded - self.mean_) / self.scale_
+        scaled[:, is_cat] = encoded[:, is_cat]
+        return scaled.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready state (saved beside every model)."""
+        return {"feature_set": self.feature_set, "min_brand_count": self.min_brand_count,
+                "codes": self.codes_, "mean": self.mean_.tolist(), "scale": self.scale_.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FeatureEncoder:
+        encoder = cls(state["feature_set"], state["min_brand_count"])
+        encoder.codes_ = state["codes"]
+        encoder.mean_ = np.asarray(state["mean"], dtype=float)
+        encoder.scale_ = np.asarray(state["scale"], dtype=float)
+        return encoder

@@ -1,0 +1,230 @@
+"""The default CPU model: text ridge models and neighbour statistics stacked under LightGBM.
+
+Level 1 (all on log1p(price), out-of-fold on training rows so level 2 never sees leaked fits):
+  word TF-IDF ridge over the whole listing, char TF-IDF ridge over the item name, cosine
+  nearest-neighbour price statistics, and a smoothed brand mean price.
+Level 2: LightGBM on those predictions plus the parsed quantity/unit features.
+Everything saved is arrays (npz), JSON or LightGBM's own text format: nothing executes on load.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold
+
+from .catalog import CatalogFields
+from .features import EXTRA_FEATURES, FEATURES_25, guess_brand
+from .presets import CpuPreset
+
+log = logging.getLogger(__name__)
+
+DENSE_FEATURES = tuple(n for n in FEATURES_25 if n not in ("brand", "category")) + EXTRA_FEATURES
+STACK_FEATURES = ("ridge_word", "ridge_char", "knn_mean", "knn_median", "knn_top1", "knn_top1_sim",
+                  "knn_sim_mean", "knn_unit_price", "brand_mean", "brand_count")
+
+
+def listing_text(fields: CatalogFields) -> str:
+    """Text for the word model: the name twice (it carries most of the signal), then the rest."""
+    return " ".join((fields.item_name, fields.item_name, *fields.bullets, fields.description))
+
+
+class TextVectorizer:
+    """Hashed n-gram counts -> sublinear TF-IDF -> L2 rows; stateless hashing, fitted IDF only."""
+
+    def __init__(self, analyzer: str, ngram_range: tuple[int, int], hash_bits: int) -> None:
+        self.hasher = HashingVectorizer(analyzer=analyzer, ngram_range=ngram_range,
+                                        n_features=2**hash_bits, alternate_sign=False, norm=None,
+                                        lowercase=True, dtype=np.float32)
+        self.tfidf = TfidfTransformer(sublinear_tf=True)
+
+    def fit_transform(self, texts: list[str]) -> sp.csr_matrix:
+        counts = self.hasher.transform(texts)
+        return self.tfidf.fit_transform(counts).astype(np.float32).tocsr()
+
+    def transform(self, texts: list[str]) -> sp.csr_matrix:
+        return self.tfidf.transform(self.hasher.transform(texts)).astype(np.float32).tocsr()
+
+    def set_idf(self, idf: np.ndarray) -> None:
+        """Restore a saved IDF vector (the only fitted state)."""
+        self.tfidf.idf_ = idf.astype(np.float64)
+
+
+class KnnStats:
+    """Cosine nearest-neighbour price statistics over L2-normalised TF-IDF rows."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def fit(self, matrix: sp.csr_matrix, y: np.ndarray, log_qty: np.ndarray) -> KnnStats:
+        self.matrix_ = matrix
+        self.y_ = y.astype(np.float64)
+        self.unit_y_ = (y - log_qty).astype(np.float64)  # log price per unit of quantity
+        return self
+
+    def transform(self, matrix: sp.csr_matrix, log_qty: np.ndarray, exclude_self: bool = False,
+                  chunk: int = 2048) -> np.ndarray:
+        """(n, 7) statistics: mean, median, top-1 price, top-1 similarity, mean similarity, unit-price estimate."""
+        out = np.zeros((matrix.shape[0], 6), dtype=np.float64)
+        k = min(self.k, self.matrix_.shape[0] - int(exclude_self))
+        for start in range(0, matrix.shape[0], chunk):
+            sims = (matrix[start:start + chunk] @ self.matrix_.T).toarray()  # (b, n_train)
+            if exclude_self:
+                sims[np.arange(sims.shape[0]), np.arange(start, start + sims.shape[0])] = -1.0
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k) unordered
+            top_sims = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_sims, axis=1)
+            top = np.take_along_axis(top, order, axis=1)
+            top_sims = np.take_along_axis(top_sims, order, axis=1)
+            weights = np.clip(top_sims, 1e-3, None) ** 2
+            prices = self.y_[top]
+            block = out[start:start + sims.shape[0]]
+            block[:, 0] = (weights * prices).sum(1) / weights.sum(1)
+            block[:, 1] = np.median(prices, axis=1)
+            block[:, 2] = prices[:, 0]
+            block[:, 3] = top_sims[:, 0]
+            block[:, 4] = top_sims.mean(1)
+            block[:, 5] = (weights * self.unit_y_[top]).sum(1) / weights.sum(1) + log_qty[start:start + sims.shape[0]]
+        return out
+
+
+def brand_table(brands: pd.Series, y: np.ndarray, smoothing: float) -> dict[str, tuple[float, int]]:
+    """Smoothed mean log price and row count per brand."""
+    prior = float(y.mean())
+    grouped = pd.DataFrame({"b": brands.to_numpy(), "y": y}).groupby("b")["y"].agg(["sum", "count"])
+    return {b: ((s + smoothing * prior) / (n + smoothing), int(n))
+            for b, s, n in zip(grouped.index, grouped["sum"], grouped["count"]) if b}
+
+
+def brand_lookup(brands: pd.Series, table: dict[str, tuple[float, int]], prior: float) -> np.ndarray:
+    return np.array([table.get(b, (prior, 0)) for b in brands], dtype=np.float64)
+
+
+class GbmStack:
+    """Fit/predict the stacked CPU model on log1p(price); see the module docstring."""
+
+    def __init__(self, preset: CpuPreset) -> None:
+        self.preset = preset
+
+    def _vectorizers(self) -> tuple[TextVectorizer, TextVectorizer]:
+        p = self.preset
+        return (TextVectorizer("word", (1, p.word_ngrams), p.hash_bits),
+                TextVectorizer("char_wb", (p.char_min, p.char_max), p.hash_bits))
+
+    def _lgb_params(self, rows: int) -> dict[str, Any]:
+        p = self.preset
+        leaf_rows = min(p.min_child_samples, max(2, rows // 20))  # tiny catalogs still get splits
+        return {"objective": p.objective, "alpha": p.huber_delta, "learning_rate": p.learning_rate,
+                "num_leaves": p.num_leaves, "min_child_samples": leaf_rows,
+                "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction,
+                "bagging_freq": 1, "seed": p.seed, "num_threads": p.threads, "verbose": -1,
+                "deterministic": True, "force_row_wise": True}
+
+    def fit(self, fields: list[CatalogFields], raw: pd.DataFrame, y: np.ndarray) -> GbmStack:
+        """Fit on parsed listings, their raw features and log1p(price)."""
+        import lightgbm as lgb
+
+        p = self.preset
+        self.word_, self.char_ = self._vectorizers()
+        log.info("cpu model: vectorising %d listings", len(fields))
+        word = self.word_.fit_transform([listing_text(f) for f in fields])
+        char = self.char_.fit_transform([f.item_name for f in fields])
+        log_qty = raw["log_quantity"].to_numpy(dtype=np.float64)
+        brands = pd.Series([guess_brand(f.item_name) for f in fields])
+        self.y_mean_ = float(y.mean())
+
+        stack = np.zeros((len(y), len(STACK_FEATURES)))
+        folds = KFold(p.folds, shuffle=True, random_state=p.seed)
+        for number, (train, valid) in enumerate(folds.split(word), start=1):
+            log.info("cpu model: out-of-fold level 1, fold %d/%d", number, p.folds)
+            stack[valid] = self._level1(word[train], char[train], y[train], log_qty[train], brands.iloc[train],
+                                        word[valid], char[valid], log_qty[valid], brands.iloc[valid])
+        log.info("cpu model: level 1 on all rows")
+        self.ridge_word_ = Ridge(alpha=p.ridge_alpha).fit(word, y)
+        self.ridge_char_ = Ridge(alpha=p.ridge_alpha).fit(char, y)
+        self.knn_ = KnnStats(p.neighbours).fit(word, y, log_qty)
+        self.brands_ = brand_table(brands, y, p.brand_smoothing)
+
+        log.info("cpu model: LightGBM, %d trees", p.trees)
+        dense = np.hstack([stack, raw[list(DENSE_FEATURES)].to_numpy(dtype=np.float64)])
+        data = lgb.Dataset(dense, y, feature_name=list(STACK_FEATURES + DENSE_FEATURES), free_raw_data=True)
+        self.booster_ = lgb.train(self._lgb_params(len(y)), data, num_boost_round=p.trees)
+        return self
+
+    def _level1(self, word_tr, char_tr, y_tr, qty_tr, brand_tr, word_va, char_va, qty_va, brand_va) -> np.ndarray:
+        """Level-1 features of validation rows from models fitted on training rows."""
+        p = self.preset
+        out = np.zeros((word_va.shape[0], len(STACK_FEATURES)))
+        out[:, 0] = Ridge(alpha=p.ridge_alpha).fit(word_tr, y_tr).predict(word_va)
+        out[:, 1] = Ridge(alpha=p.ridge_alpha).fit(char_tr, y_tr).predict(char_va)
+        out[:, 2:8] = KnnStats(p.neighbours).fit(word_tr, y_tr, qty_tr).transform(word_va, qty_va)
+        out[:, 8:10] = brand_lookup(brand_va, brand_table(brand_tr, y_tr, p.brand_smoothing), float(y_tr.mean()))
+        return out
+
+    def predict(self, fields: list[CatalogFields], raw: pd.DataFrame) -> np.ndarray:
+        """Predicted log1p(price) for parsed listings."""
+        word = self.word_.transform([listing_text(f) for f in fields])
+        char = self.char_.transform([f.item_name for f in fields])
+        log_qty = raw["log_quantity"].to_numpy(dtype=np.float64)
+        brands = pd.Series([guess_brand(f.item_name) for f in fields])
+        stack = np.zeros((len(fields), len(STACK_FEATURES)))
+        stack[:, 0] = self.ridge_word_.predict(word)
+        stack[:, 1] = self.ridge_char_.predict(char)
+        stack[:, 2:8] = self.knn_.transform(word, log_qty)
+        stack[:, 8:10] = brand_lookup(brands, self.brands_, self.y_mean_)
+        dense = np.hstack([stack, raw[list(DENSE_FEATURES)].to_numpy(dtype=np.float64)])
+        return self.booster_.predict(dense, num_threads=self.preset.threads)
+
+    # --- persistence: npz + JSON + LightGBM text ---------------------------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write artefacts into `directory`; return the JSON-ready state that goes in config.json."""
+        knn = self.knn_.matrix_.tocsr()
+        np.savez_compressed(
+            directory / "cpu_arrays.npz",
+            word_idf=self.word_.tfidf.idf_.astype(np.float32), char_idf=self.char_.tfidf.idf_.astype(np.float32),
+            ridge_word_coef=self.ridge_word_.coef_.astype(np.float32),
+            ridge_char_coef=self.ridge_char_.coef_.astype(np.float32),
+            knn_data=knn.data, knn_indices=knn.indices, knn_indptr=knn.indptr,
+            knn_y=self.knn_.y_, knn_unit_y=self.knn_.unit_y_,
+        )
+        self.booster_.save_model(str(directory / "lightgbm.txt"))
+        return {"ridge_word_intercept": float(self.ridge_word_.intercept_),
+                "ridge_char_intercept": float(self.ridge_char_.intercept_),
+                "knn_shape": list(knn.shape), "y_mean": self.y_mean_,
+                "brands": {b: list(v) for b, v in self.brands_.items()}}
+
+    @classmethod
+    def load(cls, preset: CpuPreset, directory: Path, state: dict[str, Any]) -> GbmStack:
+        import lightgbm as lgb
+
+        model = cls(preset)
+        model.word_, model.char_ = model._vectorizers()
+        with np.load(directory / "cpu_arrays.npz", allow_pickle=False) as arrays:
+            model.word_.set_idf(arrays["word_idf"])
+            model.char_.set_idf(arrays["char_idf"])
+            model.ridge_word_ = _linear(arrays["ridge_word_coef"], state["ridge_word_intercept"])
+            model.ridge_char_ = _linear(arrays["ridge_char_coef"], state["ridge_char_intercept"])
+            matrix = sp.csr_matrix((arrays["knn_data"], arrays["knn_indices"], arrays["knn_indptr"]),
+                                   shape=tuple(state["knn_shape"]))
+            model.knn_ = KnnStats(preset.neighbours)
+            model.knn_.matrix_, model.knn_.y_, model.knn_.unit_y_ = matrix, arrays["knn_y"], arrays["knn_unit_y"]
+        model.y_mean_ = state["y_mean"]
+        model.brands_ = {b: (float(v[0]), int(v[1])) for b, v in state["brands"].items()}
+        model.booster_ = lgb.Booster(model_file=str(directory / "lightgbm.txt"))
+        return model
+
+
+def _linear(coef: np.ndarray, intercept: float) -> Ridge:
+    """A Ridge with restored coefficients (predict only needs coef_ and intercept_)."""
+    ridge = Ridge()
+    ridge.coef_ = coef.astype(np.float64)
+    ridge.intercept_ = float(intercept)
+    ridge.n_features_in_ = coef.shape[0]
+    return ridge

@@ -1,0 +1,33 @@
+"""SMAPE, the challenge's metric, overall and by price band."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Price bands (upper bounds, exclusive) for the per-band report; cover the training range.
+PRICE_BANDS = (5.0, 10.0, 20.0, 50.0, 100.0, float("inf"))
+
+
+def smape(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """SMAPE in percent: 100 * mean(2|p - a| / (|a| + |p|)); 0 where both are 0."""
+    predicted = np.asarray(predicted, dtype=float)
+    actual = np.asarray(actual, dtype=float)
+    denominator = np.abs(actual) + np.abs(predicted)
+    ratio = np.divide(2 * np.abs(predicted - actual), denominator,
+                      out=np.zeros_like(denominator), where=denominator > 0)
+    return float(100 * ratio.mean())
+
+
+def smape_report(predicted: np.ndarray, actual: np.ndarray) -> dict:
+    """Overall SMAPE, row count and SMAPE per band of the actual price."""
+    actual = np.asarray(actual, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    bands = {}
+    lower = 0.0
+    for upper in PRICE_BANDS:
+        mask = (actual >= lower) & (actual < upper)
+        label = f"{lower:g}-{upper:g}" if np.isfinite(upper) else f">={lower:g}"
+        if mask.any():
+            bands[label] = {"smape": smape(predicted[mask], actual[mask]), "rows": int(mask.sum())}
+        lower = upper
+    return {"smape": smape(predicted, actual), "rows": int(actual.size), "by_band": bands}

@@ -1,0 +1,82 @@
+"""Model directories: a JSON config with a format version, artefacts beside it, atomic writes.
+
+A model is written into a fresh temporary directory next to the target and renamed into
+place only when complete, so a crash mid-save never destroys the previous model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+
+
+class ModelDirError(ValueError):
+    """A model directory that cannot be loaded; the message says why."""
+
+
+@contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces `target` (old contents removed last)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a model directory should not be
+    try:
+        yield staging
+        backup = None
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, backup)
+        os.replace(staging, target)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def write_config(directory: Path, config: dict[str, Any]) -> None:
+    """Write config.json last, recording every artefact's size so truncation is detected on load."""
+    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != CONFIG_NAME}
+    payload = {"format_version": FORMAT_VERSION, **config, "files": files}
+    (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))
+
+
+def read_config(directory: str | Path) -> dict[str, Any]:
+    """Read and check config.json and the artefacts it lists; raise ModelDirError with the reason."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ModelDirError(f"{directory}: model directory not found")
+    path = directory / CONFIG_NAME
+    if not path.exists():
+        raise ModelDirError(f"{directory}: not a smartprice model (no {CONFIG_NAME}); train one with 'smartprice train'")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelDirError(f"{path}: damaged config ({exc})") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelDirError(
+            f"{directory}: model format version {version!r}, this smartprice reads version {FORMAT_VERSION}; "
+            "retrain the model with this version"
+        )
+    for name, size in config.get("files", {}).items():
+        artefact = directory / name
+        if not artefact.exists():
+            raise ModelDirError(f"{directory}: incomplete model, {name} is missing")
+        if artefact.stat().st_size != size:
+            raise ModelDirError(
+                f"{directory}: incomplete model, {name} has {artefact.stat().st_size} bytes, expected {size}"
+            )
+    return config

@@ -1,0 +1,115 @@
+"""PricePredictor: the sklearn-like entry point (fit / predict / score / save / load)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .catalog import PRICE_COLUMN, TEXT_COLUMN, CatalogError, split_catalog_content
+from .features import listing_row
+from .metrics import smape_report
+from .modelio import atomic_directory, read_config, write_config
+from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
+
+log = logging.getLogger(__name__)
+
+
+def _texts(frame: pd.DataFrame) -> list[str]:
+    if TEXT_COLUMN not in frame.columns:
+        raise CatalogError(f"input frame: missing required column '{TEXT_COLUMN}'")
+    return ["" if not isinstance(t, str) else t for t in frame[TEXT_COLUMN].tolist()]
+
+
+def parse_listings(frame: pd.DataFrame) -> tuple[list, pd.DataFrame]:
+    """Fields and raw features of every row (blank text is fine: it still gets a price)."""
+    texts = _texts(frame)
+    fields = [split_catalog_content(t) for t in texts]
+    raw = pd.DataFrame([listing_row(t, f) for t, f in zip(texts, fields)])
+    return fields, raw
+
+
+class PricePredictor:
+    """Predict product prices from catalog listings.
+
+    >>> model = PricePredictor(preset="cpu", trees=300).fit(train_frame)
+    >>> prices = model.predict(test_frame)   # positive, finite, one per row
+    """
+
+    def __init__(self, preset: str = DEFAULT_PRESET, **overrides: Any) -> None:
+        self.preset = preset
+        self.overrides = overrides
+
+    def fit(self, frame: pd.DataFrame, valid: pd.DataFrame | None = None) -> PricePredictor:
+        """Fit on rows with a positive `price`; `valid` (optional) is scored and logged only."""
+        config = resolve_preset(self.preset, self.overrides)
+        if PRICE_COLUMN not in frame.columns:
+            raise CatalogError(f"training frame: missing required column '{PRICE_COLUMN}'")
+        price = pd.to_numeric(frame[PRICE_COLUMN], errors="coerce").to_numpy(dtype=float)
+        if not (np.isfinite(price).all() and (price > 0).all()):
+            raise CatalogError("training frame: prices must be finite numbers > 0; read files with read_catalog()")
+        if len(frame) < 2 * getattr(config, "folds", 2):
+            raise CatalogError(f"training frame: {len(frame)} rows is too few to fit (need at least {2 * config.folds})")
+        fields, raw = parse_listings(frame)
+        y = np.log1p(price)
+        self.config_ = config
+        self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
+        self.model_ = self._model_class(config)(config).fit(fields, raw, y)
+        if valid is not None:
+            log.info("validation: %s", self.score(valid)["smape"])
+        return self
+
+    @staticmethod
+    def _model_class(config: Any) -> type:
+        if config.kind == "cpu":
+            from .gbm import GbmStack
+
+            return GbmStack
+        raise ValueError(f"unknown model kind {config.kind!r}")
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this PricePredictor is not fitted yet; call fit() or PricePredictor.load() first")
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Prices for every row, in order; always finite and > 0."""
+        self._check_fitted()
+        if len(frame) == 0:
+            return np.zeros(0)
+        fields, raw = parse_listings(frame)
+        log_price = np.asarray(self.model_.predict(fields, raw), dtype=float)
+        low, high = self.price_range_
+        log_price = np.nan_to_num(log_price, nan=float(np.log1p(np.sqrt(low * high))))  # never NaN out
+        return np.clip(np.expm1(np.clip(log_price, np.log1p(low), np.log1p(high))), low, high)
+
+    def score(self, frame: pd.DataFrame) -> dict:
+        """SMAPE (percent) overall and per price band on labelled rows."""
+        if PRICE_COLUMN not in frame.columns:
+            raise CatalogError(f"scoring frame: missing required column '{PRICE_COLUMN}'")
+        return smape_report(self.predict(frame), frame[PRICE_COLUMN].to_numpy(dtype=float))
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model directory atomically (config.json + npz/JSON/LightGBM text artefacts)."""
+        self._check_fitted()
+        directory = Path(directory)
+        with atomic_directory(directory) as staging:
+            state = self.model_.save(staging)
+            write_config(staging, {"preset": self.preset, "config": preset_to_dict(self.config_),
+                                   "price_range": list(self.price_range_), "model_state": state})
+        log.info("saved model to %s", directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PricePredictor:
+        """Load a directory written by `save`; clear errors for missing, truncated or foreign ones."""
+        directory = Path(directory)
+        saved = read_config(directory)
+        config = preset_from_dict(saved["config"])
+        predictor = cls(saved["preset"])
+        predictor.config_ = config
+        predictor.price_range_ = tuple(saved["price_range"])
+        predictor.model_ = cls._model_class(config).load(config, directory, saved["model_state"])
+        return predictor

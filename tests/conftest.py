@@ -1,0 +1,51 @@
+"""Shared fixtures: a small inline catalog, and the path of the shared real data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+_ITEMS = [
+    ("La Victoria Green Taco Sauce Mild, 12 Ounce (Pack of 6)", 72.0, "Fl Oz", 14.9),
+    ("Salerno Butter Cookies, 8 Ounce (Pack of 4)", 32.0, "Ounce", 13.1),
+    ("Folgers Lively Columbian K-Cup 18 Count", 18.0, "count", 9.5),
+    ("Goya Sazonador Total Seasoning, 30 Ounce (Pack of 6)", 180.0, "Ounce", 41.0),
+    ("McCormick Ground Cinnamon, 2.37 oz", 2.37, "Ounce", 3.9),
+    ("Barilla Spaghetti Pasta 16 oz (Pack of 12)", 192.0, "Ounce", 19.2),
+    ("Twinings English Breakfast Tea, 20 Count (Pack of 6)", 120.0, "Count", 21.0),
+    ("Kerrygold Pure Irish Butter 8 oz", 8.0, "Ounce", 4.6),
+    ("Lindt Excellence 70% Dark Chocolate Bar, 3.5 oz (Pack of 12)", 42.0, "Ounce", 33.0),
+    ("San Pellegrino Sparkling Water, 16.9 Fl Oz (Pack of 24)", 405.6, "Fl Oz", 27.5),
+]
+
+
+def make_catalog(rows: int = 40, labelled: bool = True) -> pd.DataFrame:
+    """A deterministic catalog frame built from the items above with varied packs."""
+    records = []
+    for i in range(rows):
+        name, value, unit, price = _ITEMS[i % len(_ITEMS)]
+        factor = 1 + (i // len(_ITEMS))
+        text = f"Item Name: {name} v{factor}\nBullet Point 1: Tasty item {i}\nValue: {value * factor}\nUnit: {unit}\n"
+        record = {"sample_id": str(1000 + i), "catalog_content": text, "image_link": f"https://x/{i}.jpg"}
+        if labelled:
+            record["price"] = round(price * factor * (1 + 0.03 * (i % 3)), 2)
+        records.append(record)
+    return pd.DataFrame(records)
+
+
+@pytest.fixture
+def catalog() -> pd.DataFrame:
+    return make_catalog()
+
+
+def shared_file(name: str) -> Path:
+    """Path of a shared data file, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path} is absent (tests using real data need ../shared/data)")
+    return path
