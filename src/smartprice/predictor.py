@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import PRICE_COLUMN, TEXT_COLUMN, CatalogError, split_catalog_content
-from .features import listing_row
+from .catalog import PRICE_COLUMN, TEXT_COLUMN, CatalogError
 from .metrics import smape_report
 from .modelio import atomic_directory, read_config, write_config
 from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
@@ -19,17 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def _texts(frame: pd.DataFrame) -> list[str]:
+    """The catalog_content column as strings (blank text is fine: it still gets a price)."""
     if TEXT_COLUMN not in frame.columns:
         raise CatalogError(f"input frame: missing required column '{TEXT_COLUMN}'")
     return ["" if not isinstance(t, str) else t for t in frame[TEXT_COLUMN].tolist()]
-
-
-def parse_listings(frame: pd.DataFrame) -> tuple[list, pd.DataFrame]:
-    """Fields and raw features of every row (blank text is fine: it still gets a price)."""
-    texts = _texts(frame)
-    fields = [split_catalog_content(t) for t in texts]
-    raw = pd.DataFrame([listing_row(t, f) for t, f in zip(texts, fields)])
-    return fields, raw
 
 
 class PricePredictor:
@@ -53,11 +45,10 @@ class PricePredictor:
             raise CatalogError("training frame: prices must be finite numbers > 0; read files with read_catalog()")
         if len(frame) < 2 * getattr(config, "folds", 2):
             raise CatalogError(f"training frame: {len(frame)} rows is too few to fit (need at least {2 * config.folds})")
-        fields, raw = parse_listings(frame)
         y = np.log1p(price)
         self.config_ = config
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
-        self.model_ = self._model_class(config)(config).fit(fields, raw, y)
+        self.model_ = self._model_class(config)(config).fit(_texts(frame), y)
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
         return self
@@ -79,8 +70,7 @@ class PricePredictor:
         self._check_fitted()
         if len(frame) == 0:
             return np.zeros(0)
-        fields, raw = parse_listings(frame)
-        log_price = np.asarray(self.model_.predict(fields, raw), dtype=float)
+        log_price = np.asarray(self.model_.predict(_texts(frame)), dtype=float)
         low, high = self.price_range_
         log_price = np.nan_to_num(log_price, nan=float(np.log1p(np.sqrt(low * high))))  # never NaN out
         return np.clip(np.expm1(np.clip(log_price, np.log1p(low), np.log1p(high))), low, high)
