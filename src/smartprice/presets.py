@@ -63,24 +63,24 @@ def _convert(value: Any, target: Any, key: str) -> Any:
     return value
 
 
+def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str) -> Any:
+    """`dataclasses.replace` with type conversion of strings; unknown keys raise ValueError."""
+    overrides = dict(overrides or {})
+    fields = {f.name for f in dataclasses.fields(preset)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"unknown preset field(s) {', '.join(unknown)} for {label}; valid fields: {', '.join(sorted(fields))}")
+    if "kind" in overrides:
+        raise ValueError("'kind' is fixed by the preset; choose another preset instead")
+    converted = {k: _convert(v, type(getattr(preset, k)), k) for k, v in overrides.items()}
+    return dataclasses.replace(preset, **converted)
+
+
 def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
     """Return preset `name` with `overrides` applied; unknown names and keys raise ValueError."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    preset = PRESETS[name]
-    overrides = dict(overrides or {})
-    fields = {f.name: f for f in dataclasses.fields(preset)}
-    unknown = sorted(set(overrides) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"unknown preset field(s) {', '.join(unknown)} for preset {name!r}; "
-            f"valid fields: {', '.join(sorted(fields))}"
-        )
-    if "kind" in overrides:
-        raise ValueError("'kind' is fixed by the preset; choose another preset instead")
-    types = {k: type(getattr(preset, k)) for k in fields}
-    converted = {k: _convert(v, types[k], k) for k, v in overrides.items()}
-    return dataclasses.replace(preset, **converted)
+    return apply_overrides(PRESETS[name], overrides, f"preset {name!r}")
 
 
 def preset_to_dict(preset: Any) -> dict[str, Any]:

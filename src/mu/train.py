@@ -1,0 +1,179 @@
+"""MU presets, training on text files with the shared loop, evaluation, and model directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from smartprice.presets import apply_overrides
+from trainloop import LoopConfig, TrainResult, train
+
+from .data import TokenWindows, collate, encode_corpus, read_lines
+from .generate import generate
+from .model import MU, MUConfig
+from .tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+log = logging.getLogger(__name__)
+PROMPTS = ("The quick brown", "Once upon a time", "In the beginning")
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class MUPreset:
+    """Model and training fields together, so `--set` reaches any of them."""
+
+    n_layers: int = 6               # depth: 6 for quick runs
+    max_seq_len: int = 128          # context and window length
+    vocab_size: int = 50_000        # BPE target; capped by what the corpus supports
+    dropout: float = 0.1
+    block_attention: str = "fused"  # "literal" only to compare
+    batch_size: int = 8
+    grad_accum: int = 4             # effective batch 32 windows
+    epochs: int = 3
+    lr: float = 3e-4
+    warmup_steps: int = 500         # optimizer steps
+    weight_decay: float = 0.01
+    mixed_precision: str = "auto"   # bf16/fp16 on GPUs, fp32 on CPU
+    seed: int = 0
+    max_steps_per_epoch: int = 0    # 0 = full epochs
+    time_budget_s: float = 0.0      # 0 = no budget
+    num_workers: int = 0
+    progress: bool = True
+
+
+PRESETS = {
+    "test": MUPreset(),
+    "full": MUPreset(n_layers=24, max_seq_len=256, batch_size=4, grad_accum=4, epochs=5, lr=1e-4, warmup_steps=1000),
+}
+
+
+def resolve(name: str, overrides: dict[str, Any] | None = None) -> MUPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown MU preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return apply_overrides(PRESETS[name], overrides, f"MU preset {name!r}")
+
+
+def model_config(preset: MUPreset, vocab_size: int) -> MUConfig:
+    return MUConfig(vocab_size=vocab_size, n_layers=preset.n_layers, max_seq_len=preset.max_seq_len,
+                    dropout=preset.dropout, block_attention=preset.block_attention)
+
+
+def loop_config(preset: MUPreset) -> LoopConfig:
+    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"eval_batch_size", "schedule", "max_grad_norm"}
+    return LoopConfig(**{n: getattr(preset, n) for n in names})
+
+
+def lm_loss(model: MU, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Mean next-token cross-entropy over a (B, seq+1) batch."""
+    logits = model(batch[:, :-1])  # (B, T, V)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
+    return loss, batch[:, 1:].numel()
+
+
+@torch.no_grad()
+def evaluate(model: MU, windows: TokenWindows, batch_size: int = 16) -> dict[str, float]:
+    """Loss (mean over all tokens), token accuracy and perplexity = exp(loss)."""
+    model.eval()
+    device = next(model.parameters()).device
+    total_loss, correct, count = 0.0, 0, 0
+    for batch in DataLoader(windows, batch_size=batch_size, collate_fn=collate):
+        batch = batch.to(device)
+        logits = model(batch[:, :-1]).float()
+        target = batch[:, 1:]
+        total_loss += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"))
+        correct += int((logits.argmax(-1) == target).sum())
+        count += target.numel()
+    loss = total_loss / count
+    return {"loss": loss, "accuracy": correct / count, "perplexity": math.exp(min(loss, 50.0))}
+
+
+def eval_windows(ids: torch.Tensor, seq_len: int) -> TokenWindows:
+    """Non-overlapping windows: every evaluated token counted once."""
+    windows = TokenWindows(ids, seq_len)
+    windows.stride = seq_len
+    windows.starts = list(range(0, ids.numel() - seq_len, seq_len))
+    return windows
+
+
+def sample_texts(model: MU, tokenizer, seed: int = 0, max_new_tokens: int = 30) -> dict[str, str]:
+    return {p: tokenizer.decode(generate(model, tokenizer.encode(p).ids, max_new_tokens, seed=seed)) for p in PROMPTS}
+
+
+def save_model(model: MU, preset: MUPreset, directory: Path) -> None:
+    """config.json + model.safetensors (written to temporary names, then renamed)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / "model.safetensors.tmp"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+    weights.replace(directory / "model.safetensors")
+    config = {"format_version": FORMAT_VERSION, "model": dataclasses.asdict(model.config),
+              "preset": dataclasses.asdict(preset)}
+    (directory / "config.json.tmp").write_text(json.dumps(config, indent=2))
+    (directory / "config.json.tmp").replace(directory / "config.json")
+
+
+def load_model(directory: str | Path) -> tuple[MU, Any]:
+    """(model, tokenizer) from a directory written by `train_mu`."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    path = directory / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not an MU model directory (no config.json)")
+    config = json.loads(path.read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory}: MU model format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
+    model = MU(MUConfig(**config["model"]))
+    model.load_state_dict(load_file(str(directory / "model.safetensors")))
+    model.eval()
+    return model, load_tokenizer(directory)
+
+
+def train_mu(train_files: list[str], valid_files: list[str], out: str | Path, preset: MUPreset,
+             resume: bool = False) -> TrainResult:
+    """Train (or resume) an MU model; writes tokenizer.json, checkpoints, config.json and model.safetensors."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_lines = read_lines(train_files)
+    if resume and (out / "tokenizer.json").exists():
+        tokenizer = load_tokenizer(out)
+    else:
+        tokenizer = train_tokenizer(train_lines, preset.vocab_size)
+        save_tokenizer(tokenizer, out)
+    vocab = tokenizer.get_vocab_size()
+    if vocab < preset.vocab_size:
+        log.info("vocabulary: %d tokens (the corpus supports fewer than the requested %d)", vocab, preset.vocab_size)
+    torch.manual_seed(preset.seed)
+    model = MU(model_config(preset, vocab))
+    log.info("MU: %s parameters", f"{model.num_parameters():,}")
+    train_set = TokenWindows(encode_corpus(tokenizer, train_lines), preset.max_seq_len)
+    valid = eval_windows(encode_corpus(tokenizer, read_lines(valid_files)), preset.max_seq_len) if valid_files else None
+
+    def evaluate_fn(m: MU) -> dict[str, float]:
+        if valid is None:
+            return {}
+        metrics = evaluate(m, valid)
+        return {"valid_loss": metrics["loss"], "valid_accuracy": metrics["accuracy"],
+                "valid_perplexity": metrics["perplexity"], "score": metrics["loss"]}
+
+    def on_epoch_end(m: MU, metrics: dict[str, Any]) -> None:
+        for prompt, text in sample_texts(m, tokenizer, preset.seed).items():
+            log.info("sample %r -> %r", prompt, text)
+
+    result = train(model, train_set, collate, lm_loss, loop_config(preset), out, evaluate_fn, on_epoch_end, resume=resume)
+    if result.best_path is not None:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(result.best_path)))
+    save_model(model, preset, out)
+    return result

@@ -1,0 +1,254 @@
+"""One training loop, top to bottom, on Accelerate: CPU, one GPU or many (accelerate launch).
+
+A caller gives a model, datasets, a collate function, `loss_fn(model, batch) -> (loss, items)` and
+`evaluate_fn(model) -> metrics` (its "score" is kept lowest-best). Optional speed-ups are config
+flags checked inline; each is on only where the hardware supports it.
+
+Checkpoints: `out/checkpoint/` is rewritten after every epoch (written beside it, then renamed),
+holding model, optimizer, scheduler, RNG states and `loop_state.json`. Shuffling is seeded by
+(seed, epoch), so a resumed run replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint"
+BEST_WEIGHTS = "best.safetensors"
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Training-loop settings; each model family's presets fill these in."""
+
+    epochs: int = 3                    # passes over the training set
+    batch_size: int = 8                # micro-batch per process
+    grad_accum: int = 4                # micro-batches per optimizer step
+    lr: float = 3e-4                   # peak learning rate after warmup
+    weight_decay: float = 0.01         # AdamW decoupled weight decay
+    warmup_steps: int = 500            # optimizer steps (not micro-batches) of linear warmup
+    schedule: str = "cosine"           # decay after warmup: "cosine" or "linear"
+    max_grad_norm: float = 1.0         # clip the global gradient norm
+    mixed_precision: str = "auto"      # "auto": bf16 on GPUs that have it, else fp16 with scaling; "no" on CPU
+    eval_batch_size: int = 0           # 0 -> 2x batch_size (no gradients kept, so larger fits)
+    num_workers: int = 0               # DataLoader worker processes (persistent, prefetching when > 0)
+    seed: int = 0                      # seeds init, shuffling and dropout
+    max_steps_per_epoch: int = 0       # 0 = whole epoch; else stop each epoch after this many micro-batches
+    time_budget_s: float = 0.0         # 0 = none; else stop cleanly (and checkpoint) after this many seconds
+    progress: bool = True              # tqdm bar with it/s and samples/s (GPU memory/utilisation on CUDA)
+
+
+@dataclass
+class TrainResult:
+    """What a run did: per-epoch metrics, the best score and where the best weights are."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = math.inf
+    best_path: Path | None = None
+    samples_per_s: float = 0.0
+
+
+def _mixed_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]:
+    """Multiplier of the peak LR at optimizer step `step`: linear warmup, then cosine/linear decay."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(1, warmup)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def _atomic_replace_dir(staging: Path, target: Path) -> None:
+    """Swap a fully written directory into place; the old one is removed only afterwards."""
+    backup = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(backup, ignore_errors=True)
+        os.replace(target, backup)
+    os.replace(staging, target)
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+def _gpu_status() -> str:
+    if not torch.cuda.is_available():
+        return ""
+    memory = torch.cuda.memory_allocated() / 2**30
+    try:
+        utilisation = f" util {torch.cuda.utilization()}%"
+    except Exception:  # needs pynvml; memory alone is still useful
+        utilisation = ""
+    return f"gpu {memory:.1f} GiB{utilisation}"
+
+
+def train(
+    model: torch.nn.Module,
+    train_set: Dataset,
+    collate_fn: Callable[[list[Any]], Any],
+    loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, int]],
+    config: LoopConfig,
+    out_dir: str | Path,
+    evaluate_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+    on_epoch_end: Callable[[torch.nn.Module, dict[str, Any]], None] | None = None,
+    resume: bool = False,
+    length_of: Callable[[int], int] | None = None,
+    param_groups: Callable[[torch.nn.Module], list[dict[str, Any]]] | None = None,
+) -> TrainResult:
+    """Train `model` in place and return per-epoch metrics; see the module docstring.
+
+    `length_of(i)`, when given, is the length of example i: batches are then drawn from length-sorted
+    buckets so padding stays small. `param_groups` overrides the default decay/no-decay split.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(config.mixed_precision),
+        gradient_accumulation_steps=config.grad_accum,
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+    )
+    set_seed(config.seed)
+    if torch.cuda.is_available():  # TF32 matmuls and cuDNN autotuning: free speed on Ampere and newer
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
+
+    from .sampling import EpochSampler
+
+    sampler = EpochSampler(len(train_set), config.batch_size, config.seed, length_of)
+    workers = config.num_workers
+    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
+                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                        prefetch_factor=4 if workers > 0 else None)
+    groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
+    total_steps = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps, total_steps, config.schedule))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)  # stepped by hand, once per optimizer step
+
+    state = {"epoch": 0, "best_score": math.inf, "history": []}
+    checkpoint = out_dir / CHECKPOINT
+    if resume and (checkpoint / "loop_state.json").exists():
+        accelerator.load_state(str(checkpoint))
+        state = json.loads((checkpoint / "loop_state.json").read_text())
+        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+    elif resume:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+
+    result = TrainResult(history=state["history"], best_score=state["best_score"])
+    started = time.perf_counter()
+    samples_seen, sample_time = 0, 0.0
+    for epoch in range(state["epoch"], config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        bar = _progress(config, accelerator, micro_per_epoch, epoch)
+        epoch_loss, epoch_items, tick = 0.0, 0, time.perf_counter()
+        for index, batch in enumerate(loader):
+            if index >= micro_per_epoch:
+                break
+            with accelerator.accumulate(model):
+                loss, items = loss_fn(model, batch)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                optimizer.step()
+                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                    scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            epoch_loss += float(loss.detach()) * items
+            epoch_items += items
+            samples_seen += config.batch_size * accelerator.num_processes
+            if bar is not None:
+                bar.update(1)
+                elapsed = time.perf_counter() - tick
+                bar.set_postfix_str(f"loss {epoch_loss / max(1, epoch_items):.4f} "
+                                    f"{(index + 1) * config.batch_size / max(elapsed, 1e-9):.1f} samples/s {_gpu_status()}")
+            if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
+                log.info("time budget of %.0f s reached in epoch %d", config.time_budget_s, epoch + 1)
+                break
+        sample_time += time.perf_counter() - tick
+        if bar is not None:
+            bar.close()
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, epoch_items)}
+        unwrapped = accelerator.unwrap_model(model)
+        if evaluate_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                metrics.update(evaluate_fn(unwrapped))
+        score = metrics.get("score", metrics["train_loss"])
+        if accelerator.is_main_process and score < result.best_score:
+            result.best_score = score
+            out_dir.mkdir(parents=True, exist_ok=True)
+            staging = out_dir / (BEST_WEIGHTS + ".tmp")
+            save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}, str(staging))
+            os.replace(staging, out_dir / BEST_WEIGHTS)
+        result.history.append(metrics)
+        if on_epoch_end is not None and accelerator.is_main_process:
+            on_epoch_end(unwrapped, metrics)
+        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        _save_checkpoint(accelerator, checkpoint, {"epoch": epoch + 1, "best_score": result.best_score,
+                                                   "history": result.history})
+        if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
+            break
+    result.best_path = out_dir / BEST_WEIGHTS if (out_dir / BEST_WEIGHTS).exists() else None
+    result.samples_per_s = samples_seen / max(sample_time, 1e-9)
+    accelerator.wait_for_everyone()
+    return result
+
+
+def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only; biases, norms and 1-d parameters are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _save_checkpoint(accelerator: Any, checkpoint: Path, loop_state: dict[str, Any]) -> None:
+    """Write the full training state beside the checkpoint, then swap it in (a kill never corrupts it)."""
+    staging = checkpoint.with_name(checkpoint.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    if accelerator.is_main_process:
+        (staging / "loop_state.json").write_text(json.dumps(loop_state))
+        _atomic_replace_dir(staging, checkpoint)
+    accelerator.wait_for_everyone()
+
+
+def _progress(config: LoopConfig, accelerator: Any, total: int, epoch: int) -> Any:
+    if not (config.progress and accelerator.is_local_main_process):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="it", leave=False)
