@@ -22,18 +22,21 @@ def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penal
     return logits
 
 
-def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Keep the top-k tokens, then the smallest set whose probability reaches top_p; others -> -inf."""
-    if top_k > 0 and top_k < logits.numel():
-        threshold = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < threshold, float("-inf"))
+def sample_token(logits: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None) -> int:
+    """Sample from the top-k tokens, further cut to the smallest set whose probability reaches top_p.
+
+    Works on the k candidates only (no sort of the whole vocabulary): a 50k sort per token would
+    cost more than a cached forward step.
+    """
+    if 0 < top_k < logits.numel():
+        values, indices = torch.topk(logits, top_k)  # sorted, descending
+    else:
+        values, indices = torch.sort(logits, descending=True)
+    probs = values.softmax(-1)
     if 0.0 < top_p < 1.0:
-        ordered, order = torch.sort(logits, descending=True)
-        cumulative = ordered.softmax(-1).cumsum(-1)
-        drop = cumulative - ordered.softmax(-1) > top_p  # keep the token that crosses top_p
-        logits = logits.clone()
-        logits[order[drop]] = float("-inf")
-    return logits
+        keep = (probs.cumsum(-1) - probs) < top_p  # always keeps the first; keeps the token that crosses top_p
+        probs = probs * keep
+    return int(indices[torch.multinomial(probs / probs.sum(), 1, generator=generator)])
 
 
 @torch.no_grad()
@@ -67,8 +70,7 @@ def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature
         if temperature <= 0:
             next_token = int(logits.argmax())
         else:
-            logits = filter_logits(logits / temperature, top_k, top_p)
-            next_token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+            next_token = sample_token(logits / temperature, top_k, top_p, generator)
         tokens.append(next_token)
         if stop_token is not None and next_token == stop_token:
             break

@@ -46,7 +46,7 @@ class MUConfig:
     vocab_size: int = 50_000          # BPE vocabulary (capped by what the corpus supports)
     n_layers: int = 6                 # "test" preset: 6; "full": 24
     max_seq_len: int = 128            # learned positions; the context length
-    dropout: float = 0.1              # attention, FFN and gate-MLP dropout
+    dropout: float = 0.1              # FFN and gate-MLP dropout
     block_attention: str = "fused"    # "fused": one 32-head attention; "literal": 16 separate ones
 
     def __post_init__(self) -> None:
@@ -56,15 +56,19 @@ class MUConfig:
             raise ValueError("vocab_size >= 4, n_layers >= 1 and max_seq_len >= 2 are required")
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int, dropout: float) -> torch.Tensor:
-    """Causal SDPA over (B, H, T, d) queries whose first one sits at position `past` of the keys."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, past: int) -> torch.Tensor:
+    """Causal SDPA over (B, H, T, d) queries whose first one sits at position `past` of the keys.
+
+    No attention dropout: the design has dropout in the FFN and gate only, and a (B, H, T, T)
+    dropout mask was measured to cost more than all the attention arithmetic on CPU.
+    """
     T, S = q.shape[2], k.shape[2]
     if past == 0:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if T == 1:  # one new token attends to the whole cache
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        return F.scaled_dot_product_attention(q, k, v)
     allowed = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(past)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
 
 
 def _extend_cache(cache: dict | None, name: str, k: torch.Tensor, v: torch.Tensor):
@@ -83,11 +87,10 @@ def _extend_cache(cache: dict | None, name: str, k: torch.Tensor, v: torch.Tenso
 class LiteralBlockAttention(nn.Module):
     """Reference formulation: 16 separate causal attentions, one per block (kept for testing)."""
 
-    def __init__(self, dropout: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.qkv = nn.ModuleList(nn.Linear(BLOCK, 3 * BLOCK) for _ in range(N_BLOCKS))
         self.out = nn.ModuleList(nn.Linear(BLOCK, BLOCK) for _ in range(N_BLOCKS))
-        self.dropout = dropout
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         if cache is not None:
@@ -97,7 +100,7 @@ class LiteralBlockAttention(nn.Module):
         for b in range(N_BLOCKS):
             q, k, v = self.qkv[b](x[..., BLOCK * b:BLOCK * (b + 1)]).split(BLOCK, dim=-1)  # each (B, T, 4)
             q, k, v = (t.view(B, T, BLOCK_HEADS, BLOCK // BLOCK_HEADS).transpose(1, 2) for t in (q, k, v))
-            y = _attend(q, k, v, 0, self.dropout if self.training else 0.0)  # (B, 2, T, 2)
+            y = _attend(q, k, v, 0)  # (B, 2, T, 2)
             outputs.append(self.out[b](y.transpose(1, 2).reshape(B, T, BLOCK)))
         return torch.cat(outputs, dim=-1)  # (B, T, 64)
 
@@ -105,7 +108,7 @@ class LiteralBlockAttention(nn.Module):
 class FusedBlockAttention(nn.Module):
     """The 16 block attentions as one attention with 32 heads of size 2 after a block-diagonal projection."""
 
-    def __init__(self, dropout: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.qkv_weight = nn.Parameter(torch.empty(N_BLOCKS, 3 * BLOCK, BLOCK))  # per block: Linear(4, 12)
         self.qkv_bias = nn.Parameter(torch.zeros(N_BLOCKS, 3 * BLOCK))
@@ -114,7 +117,6 @@ class FusedBlockAttention(nn.Module):
         for weight in (self.qkv_weight, self.out_weight):  # nn.Linear's default init, per block
             bound = 1 / math.sqrt(BLOCK)
             nn.init.uniform_(weight, -bound, bound)
-        self.dropout = dropout
 
     @torch.no_grad()
     def copy_from(self, literal: LiteralBlockAttention) -> None:
@@ -132,7 +134,7 @@ class FusedBlockAttention(nn.Module):
         heads = N_BLOCKS * BLOCK_HEADS
         q, k, v = (t.reshape(B, T, heads, BLOCK // BLOCK_HEADS).transpose(1, 2) for t in (q, k, v))  # (B, 32, T, 2)
         k, v, past = _extend_cache(cache, "block", k, v)
-        y = _attend(q, k, v, past, self.dropout if self.training else 0.0)  # (B, 32, T, 2)
+        y = _attend(q, k, v, past)  # (B, 32, T, 2)
         y = y.transpose(1, 2).reshape(B, T, N_BLOCKS, BLOCK)
         return (torch.einsum("btnd,ned->btne", y, self.out_weight) + self.out_bias).reshape(B, T, WIDTH)
 
@@ -140,11 +142,10 @@ class FusedBlockAttention(nn.Module):
 class CrossBlockAttention(nn.Module):
     """Causal 8-head attention across the 64-wide vector; also returns the entropy of its attention."""
 
-    def __init__(self, dropout: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.out = nn.Linear(WIDTH, WIDTH)
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape
@@ -157,7 +158,7 @@ class CrossBlockAttention(nn.Module):
         probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
         mean_probs = probs.mean(dim=1)  # (B, T, S): head-averaged, as the gate reads it
         entropy = -(mean_probs * torch.log(mean_probs + 1e-9)).sum(-1)  # (B, T)
-        y = (self.dropout(probs) @ v).transpose(1, 2).reshape(B, T, WIDTH)
+        y = (probs @ v).transpose(1, 2).reshape(B, T, WIDTH)
         return self.out(y), entropy
 
 
@@ -182,8 +183,8 @@ class MULayer(nn.Module):
     def __init__(self, config: MUConfig) -> None:
         super().__init__()
         block_cls = FusedBlockAttention if config.block_attention == "fused" else LiteralBlockAttention
-        self.blocks = block_cls(config.dropout)
-        self.cross = CrossBlockAttention(config.dropout)
+        self.blocks = block_cls()
+        self.cross = CrossBlockAttention()
         self.ln1 = nn.LayerNorm(WIDTH)
         self.ffn = nn.Sequential(nn.Linear(WIDTH, FFN), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(FFN, WIDTH))
         self.ln2 = nn.LayerNorm(WIDTH)

@@ -168,7 +168,7 @@ def train(
     started = time.perf_counter()
     samples_seen, sample_time = 0, 0.0
     for epoch in range(state["epoch"], config.epochs):
-        sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)  # the prepared loader forwards it to the sampler (and would else count from 0 on resume)
         model.train()
         bar = _progress(config, accelerator, micro_per_epoch, epoch)
         epoch_loss, epoch_items, tick = 0.0, 0, time.perf_counter()

@@ -1,0 +1,168 @@
+"""MU: shapes, causality, fused = literal, tokenizer, sampling, train -> save -> load -> generate, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="MU needs the nn extra (pip install torch==2.13.0 && pip install -e '.[nn]')")
+
+from mu import MU, MUConfig  # noqa: E402
+from mu.generate import apply_repetition_penalty, generate, sample_token  # noqa: E402
+from mu.model import tile_index  # noqa: E402
+from mu.tokenizer import train_tokenizer  # noqa: E402
+
+TINY = {"vocab_size": 97, "n_layers": 2, "max_seq_len": 16}
+CORPUS = "\n".join(
+    f"The quick brown fox {i} jumps over the lazy dog. Once upon a time there were {i % 7} little pigs." for i in range(60)
+)
+
+
+def pair_of_models(**config) -> tuple[MU, MU]:
+    """A literal and a fused model computing the same function."""
+    torch.manual_seed(0)
+    literal = MU(MUConfig(**TINY, block_attention="literal", **config)).eval()
+    fused = MU(MUConfig(**TINY, block_attention="fused", **config)).eval()
+    shared = {k: v for k, v in literal.state_dict().items() if ".blocks." not in k}
+    fused.load_state_dict(shared, strict=False)
+    for lit_layer, fused_layer in zip(literal.layers, fused.layers):
+        fused_layer.blocks.copy_from(lit_layer.blocks)
+    return literal, fused
+
+
+def test_shapes_and_grid():
+    model = MU(MUConfig(**TINY))
+    idx = torch.randint(0, 97, (3, 16))
+    assert model(idx).shape == (3, 16, 97)
+    hidden = model.hidden(idx)
+    assert model.to_grid(hidden).shape == (3, 16, 8, 8)
+    assert sorted(tile_index().flatten().tolist()) == list(range(64))
+    assert tile_index()[1].tolist() == [2, 3, 10, 11]  # block S: rows 0-1, columns 2-3 of the grid
+
+
+def test_parameter_count_matches_design():
+    model = MU(MUConfig(vocab_size=50_000, n_layers=6, max_seq_len=128))
+    # The design states 11,574,160; the difference, 256 per layer, is the reference's 16x16
+    # `block_interaction` matrix, which it creates but never uses.
+    assert model.num_parameters() == 11_574_160 - 6 * 256
+
+
+@pytest.mark.parametrize("kind", ["fused", "literal"])
+def test_causal(kind):
+    torch.manual_seed(0)
+    model = MU(MUConfig(**TINY, block_attention=kind)).eval()
+    idx = torch.randint(0, 97, (2, 16))
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 97
+    a, b = model(idx), model(changed)
+    assert torch.equal(a[:, :9], b[:, :9])  # positions before 9 see nothing of token 9
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_fused_equals_literal():
+    literal, fused = pair_of_models()
+    idx = torch.randint(0, 97, (4, 16))
+    assert (literal(idx) - fused(idx)).abs().max() <= 1e-5
+
+
+def test_kv_cache_matches_full_forward():
+    torch.manual_seed(0)
+    model = MU(MUConfig(**TINY)).eval()
+    idx = torch.randint(0, 97, (1, 12))
+    full = model.hidden(idx)
+    caches = [{} for _ in model.layers]
+    steps = [model.hidden(idx[:, :5], caches, start=0)]
+    steps += [model.hidden(idx[:, t:t + 1], caches, start=t) for t in range(5, 12)]
+    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    cached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=True, repetition_penalty=1.0)
+    uncached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=False, repetition_penalty=1.0)
+    assert cached == uncached
+
+
+def test_repetition_penalty_lowers_negative_and_positive_logits():
+    logits = torch.tensor([2.0, -2.0, 0.5, -1.0])
+    out = apply_repetition_penalty(logits, torch.tensor([0, 1]), 1.25)
+    assert out[0] == pytest.approx(1.6) and out[1] == pytest.approx(-2.5)
+    assert out[2] == 0.5 and out[3] == -1.0
+    before, after = logits.softmax(-1), out.softmax(-1)
+    assert after[0] < before[0] and after[1] < before[1]
+
+
+def test_sampling_respects_top_k_and_top_p():
+    logits = torch.tensor([5.0, 4.0, 0.0, -1.0, -3.0])
+    generator = torch.Generator().manual_seed(0)
+    drawn = {sample_token(logits, 2, 1.0, generator) for _ in range(200)}
+    assert drawn <= {0, 1}
+    assert {sample_token(logits, 0, 0.5, generator) for _ in range(50)} == {0}
+
+
+def test_tokenizer_round_trip():
+    tokenizer = train_tokenizer(CORPUS.splitlines(), vocab_size=300)
+    text = "Once upon a time, the quick brown fox!"
+    assert tokenizer.decode(tokenizer.encode(text).ids) == text
+    assert tokenizer.get_vocab_size() <= 300
+    assert tokenizer.token_to_id("<PAD>") == 0 and tokenizer.token_to_id("<EOS>") == 3
+
+
+def _train_args(tmp_path, out, *extra):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    return [sys.executable, "-m", "mu", "train", "--train", str(corpus), "--valid", str(corpus), "--out", str(out),
+            "--set", "n_layers=2", "--set", "vocab_size=300", "--set", "max_seq_len=16", "--set", "batch_size=4",
+            "--set", "grad_accum=2", "--set", "warmup_steps=2", "--set", "progress=false", *extra]
+
+
+def test_train_save_load_generate_cli(tmp_path):
+    out = tmp_path / "model"
+    result = subprocess.run(_train_args(tmp_path, out, "--set", "epochs=1", "--set", "max_steps_per_epoch=2"),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    history = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"valid_loss", "valid_accuracy", "valid_perplexity"} <= set(history)
+    assert "sample 'Once upon a time'" in result.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (out / name).exists()
+    gen = subprocess.run([sys.executable, "-m", "mu", "generate", str(out), "The quick", "--max-new-tokens", "5",
+                          "--seed", "1"], capture_output=True, text=True)
+    assert gen.returncode == 0 and gen.stdout.startswith("The quick")
+    ev = subprocess.run([sys.executable, "-m", "mu", "eval", str(out), str(tmp_path / "corpus.txt")],
+                        capture_output=True, text=True)
+    metrics = json.loads(ev.stdout)
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    bad = subprocess.run([sys.executable, "-m", "mu", "train", "--train", str(tmp_path / "none.txt"), "--out",
+                          str(tmp_path / "m"), "--set", "nope=1"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown preset field(s) nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_sigkill_and_resume_gives_the_same_model(tmp_path):
+    from safetensors.torch import load_file
+
+    straight = tmp_path / "straight"
+    subprocess.run(_train_args(tmp_path, straight, "--set", "epochs=3"), check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_args(tmp_path, killed, "--set", "epochs=3"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "loop_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+    subprocess.run(_train_args(tmp_path, killed, "--set", "epochs=3", "--resume"), check=True, capture_output=True)
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
