@@ -104,8 +104,8 @@ def bigram_perplexity(train_ids: torch.Tensor, windows, vocab: int) -> float:
 
     cut = int(train_ids.numel() * 0.9)
     fitted = counts(train_ids[:cut])
-    lam = min((l / 20 for l in range(1, 20)),
-              key=lambda l: nll(*fitted, train_ids[cut:-1], train_ids[cut + 1:], l))
+    lam = min((w / 20 for w in range(1, 20)),
+              key=lambda w: nll(*fitted, train_ids[cut:-1], train_ids[cut + 1:], w))
     final = counts(train_ids)
     stacked = torch.stack([windows[i] for i in range(len(windows))])
     return math.exp(nll(*final, stacked[:, :-1].reshape(-1), stacked[:, 1:].reshape(-1), lam)), lam
