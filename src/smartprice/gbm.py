@@ -212,13 +212,22 @@ class GbmStack:
             chunks = [list(texts[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
             try:
                 with mp.get_context("fork").Pool(workers - 1) as pool:
-                    others = pool.map_async(_forked_dense, chunks[1:])  # this process takes chunk 0
+                    others = pool.map_async(_forked_dense, chunks[1:])  # this process takes chunk 0 ...
+                    booster = self._booster()  # ... after loading LightGBM while the workers run
                     dense = np.vstack([self._dense(chunks[0]), *others.get()])
             finally:
                 _FORKED_MODEL = None
         else:
-            dense = self._dense(texts)
-        return self.booster_.predict(dense, num_threads=self.preset.threads)
+            booster, dense = self._booster(), self._dense(texts)
+        return booster.predict(dense, num_threads=self.preset.threads)
+
+    def _booster(self) -> Any:
+        """The LightGBM model; a loaded model reads it on first use (importing LightGBM is slow)."""
+        if not hasattr(self, "booster_"):
+            import lightgbm as lgb
+
+            self.booster_ = lgb.Booster(model_file=str(self.booster_path_))
+        return self.booster_
 
     # --- persistence: npz + JSON + LightGBM text ---------------------------------------------
     def save(self, directory: Path) -> dict[str, Any]:
@@ -233,7 +242,7 @@ class GbmStack:
             knn_data=knn.data, knn_indices=knn.indices, knn_indptr=knn.indptr,
             knn_y=self.knn_.y_, knn_unit_y=self.knn_.unit_y_,
         )
-        self.booster_.save_model(str(directory / "lightgbm.txt"))
+        self._booster().save_model(str(directory / "lightgbm.txt"))
         return {"ridge_word_intercept": float(self.ridge_word_.intercept_),
                 "ridge_char_intercept": float(self.ridge_char_.intercept_),
                 "knn_shape": list(knn.shape), "y_mean": self.y_mean_,
@@ -241,8 +250,6 @@ class GbmStack:
 
     @classmethod
     def load(cls, preset: CpuPreset, directory: Path, state: dict[str, Any]) -> GbmStack:
-        import lightgbm as lgb
-
         model = cls(preset)
         model.word_, model.char_, model.name_ = model._vectorizers()
         with np.load(directory / "cpu_arrays.npz", allow_pickle=False) as arrays:
@@ -257,7 +264,7 @@ class GbmStack:
             model.knn_.matrix_, model.knn_.y_, model.knn_.unit_y_ = matrix, arrays["knn_y"], arrays["knn_unit_y"]
         model.y_mean_ = state["y_mean"]
         model.brands_ = {b: (float(v[0]), int(v[1])) for b, v in state["brands"].items()}
-        model.booster_ = lgb.Booster(model_file=str(directory / "lightgbm.txt"))
+        model.booster_path_ = directory / "lightgbm.txt"  # loaded by _booster() on first use
         return model
 
 

@@ -28,7 +28,7 @@ class CpuPreset:
     brand_smoothing: float = 5.0      # pseudo-count pulling a rare brand's mean price to the global mean
     trees: int = 900                  # LightGBM rounds at learning_rate below (CV plateau ~800-1000)
     learning_rate: float = 0.03       # small steps, many trees: steadier than 0.1 on 7k rows
-    num_leaves: int = 31              # LightGBM default; deeper overfits the small training set
+    num_leaves: int = 15              # 5-fold CV on train.csv: 15 leaves 53.6 vs 31 leaves 53.8 SMAPE
     min_child_samples: int = 20       # rows per leaf
     feature_fraction: float = 0.8     # column subsampling per tree
     bagging_fraction: float = 0.8     # row subsampling per tree (every iteration)
