@@ -6,6 +6,8 @@ import argparse
 import gc
 import json
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--valid", type=Path, help="labelled catalog to score after fitting (never used to fit)")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                        help="override a preset field, e.g. --set trees=500 (repeatable; unknown keys are an error)")
+    train.add_argument("--resume", action="store_true",
+                       help="neural presets: continue from the last epoch checkpoint in OUT.work/")
     train.add_argument("--strict", action="store_true",
                        help="treat rows with a missing/invalid price as an error instead of skipping them")
 
@@ -69,9 +73,13 @@ def _train(args: argparse.Namespace) -> None:
     valid = read_catalog(args.valid, labelled=True, strict=args.strict) if args.valid else None
     started = time.perf_counter()
     log.info("training preset %r on %d rows of %s", args.preset, len(frame), args.train)
-    model.fit(frame)
+    work_dir = args.out.with_name(args.out.name + ".work")  # epoch checkpoints of neural presets
+    model.fit(frame, work_dir=work_dir, resume=args.resume)
     log.info("fitted in %.1f s", time.perf_counter() - started)
+    if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: rank 0 alone writes the model
+        return
     model.save(args.out)
+    shutil.rmtree(work_dir, ignore_errors=True)  # the model is safely written; checkpoints are no longer needed
     if valid is not None:
         report = model.score(valid)
         print(f"validation SMAPE {report['smape']:.2f} on {report['rows']} rows of {args.valid}")

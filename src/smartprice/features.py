@@ -177,7 +177,7 @@ def parse_listings(texts: Sequence[str]) -> tuple[list[CatalogFields], pd.DataFr
 
 
 class FeatureEncoder:
-    """Label-encode brand/category and standardise numbers; fitted on training rows only.
+    """Label-encode brand/category, log-compress counts and standardise; fitted on training rows only.
 
     Codes: 0 is reserved for unknown or rare values, so unseen brands at predict time are safe.
     """
@@ -217,14 +217,10 @@ class FeatureEncoder:
         return np.stack(columns, axis=1)
 
     def transform(self, raw: pd.DataFrame) -> np.ndarray:
-        """Scaled numeric matrix (n, len(names)), categorical codes left unscaled, float32."""
+        """Standardised matrix (n, len(names)), float32; brand/category codes are standardised too."""
         if not hasattr(self, "codes_"):
             raise RuntimeError("FeatureEncoder is not fitted; call fit() on training rows first")
-        encoded = self._encode(raw)
-        is_cat = np.array([n in CATEGORICAL for n in self.names])
-        scaled = (encoded - self.mean_) / self.scale_
-        scaled[:, is_cat] = encoded[:, is_cat]
-        return scaled.astype(np.float32)
+        return ((self._encode(raw) - self.mean_) / self.scale_).astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready state (saved beside every model)."""

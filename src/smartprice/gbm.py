@@ -148,8 +148,8 @@ class GbmStack:
             "log_qty": raw["log_quantity"].to_numpy(dtype=np.float64),
         }
 
-    def fit(self, texts: Sequence[str], y: np.ndarray) -> GbmStack:
-        """Fit on listing texts and their log1p(price)."""
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> GbmStack:
+        """Fit on listing texts and their log1p(price) (seconds: no checkpoints, so work_dir/resume are unused)."""
         import lightgbm as lgb
 
         p = self.preset

@@ -48,7 +48,8 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
 def write_config(directory: Path, config: dict[str, Any]) -> None:
     """Write config.json last, recording every artefact's size so truncation is detected on load."""
-    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file() and p.name != CONFIG_NAME}
+    files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*"))
+             if p.is_file() and p.name != CONFIG_NAME}
     payload = {"format_version": FORMAT_VERSION, **config, "files": files}
     (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))
 

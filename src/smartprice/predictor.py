@@ -35,20 +35,25 @@ class PricePredictor:
         self.preset = preset
         self.overrides = overrides
 
-    def fit(self, frame: pd.DataFrame, valid: pd.DataFrame | None = None) -> PricePredictor:
-        """Fit on rows with a positive `price`; `valid` (optional) is scored and logged only."""
+    def fit(self, frame: pd.DataFrame, valid: pd.DataFrame | None = None, *, work_dir: str | Path | None = None,
+            resume: bool = False) -> PricePredictor:
+        """Fit on rows with a positive `price`; `valid` (optional) is scored and logged only.
+
+        Neural presets write epoch checkpoints to `work_dir` and, with `resume`, continue from them.
+        """
         config = resolve_preset(self.preset, self.overrides)
         if PRICE_COLUMN not in frame.columns:
             raise CatalogError(f"training frame: missing required column '{PRICE_COLUMN}'")
         price = pd.to_numeric(frame[PRICE_COLUMN], errors="coerce").to_numpy(dtype=float)
         if not (np.isfinite(price).all() and (price > 0).all()):
             raise CatalogError("training frame: prices must be finite numbers > 0; read files with read_catalog()")
-        if len(frame) < 2 * getattr(config, "folds", 2):
-            raise CatalogError(f"training frame: {len(frame)} rows is too few to fit (need at least {2 * config.folds})")
+        need = 2 * getattr(config, "folds", 5)
+        if len(frame) < need:
+            raise CatalogError(f"training frame: {len(frame)} rows is too few to fit (need at least {need})")
         y = np.log1p(price)
         self.config_ = config
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
-        self.model_ = self._model_class(config)(config).fit(_texts(frame), y)
+        self.model_ = self._model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
         return self
@@ -59,6 +64,14 @@ class PricePredictor:
             from .gbm import GbmStack
 
             return GbmStack
+        if config.kind == "fusion":
+            from .fusion import FusionRegressor
+
+            return FusionRegressor
+        if config.kind == "blend":
+            from .blend import Blend
+
+            return Blend
         raise ValueError(f"unknown model kind {config.kind!r}")
 
     def _check_fitted(self) -> None:

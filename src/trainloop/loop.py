@@ -167,6 +167,7 @@ def train(
     result = TrainResult(history=state["history"], best_score=state["best_score"])
     started = time.perf_counter()
     samples_seen, sample_time = 0, 0.0
+    parts = 1  # micro-batch split after CUDA out-of-memory errors (same effective batch)
     for epoch in range(state["epoch"], config.epochs):
         loader.set_epoch(epoch)  # the prepared loader forwards it to the sampler (and would else count from 0 on resume)
         model.train()
@@ -176,8 +177,7 @@ def train(
             if index >= micro_per_epoch:
                 break
             with accelerator.accumulate(model):
-                loss, items = loss_fn(model, batch)
-                accelerator.backward(loss)
+                loss, items, parts = _forward_backward(accelerator, model, loss_fn, batch, parts)
                 if accelerator.sync_gradients:
                     if config.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -224,6 +224,48 @@ def train(
     result.samples_per_s = samples_seen / max(sample_time, 1e-9)
     accelerator.wait_for_everyone()
     return result
+
+
+def _split(batch: Any, parts: int) -> list[Any]:
+    """Cut a batch (tensor or dict of tensors) into `parts` row chunks."""
+    if isinstance(batch, dict):
+        pieces = {k: v.chunk(parts) if torch.is_tensor(v) else [v] * parts for k, v in batch.items()}
+        count = min(len(v) for v in pieces.values())
+        return [{k: v[i] for k, v in pieces.items()} for i in range(count)]
+    return list(batch.chunk(parts))
+
+
+def _rows(batch: Any) -> int:
+    return len(next(iter(batch.values()))) if isinstance(batch, dict) else len(batch)
+
+
+def _forward_backward(accelerator: Any, model: torch.nn.Module, loss_fn: Callable, batch: Any,
+                      parts: int) -> tuple[torch.Tensor, int, int]:
+    """Loss and backward of one micro-batch, in `parts` chunks weighted by their rows.
+
+    On a CUDA out-of-memory error the rows not yet done are split twice as finely and retried:
+    half the micro-batch, twice the accumulation, the same gradient. Returns (loss, rows, parts).
+    """
+    total = _rows(batch)
+    pending = _split(batch, parts)
+    done_loss = torch.zeros((), device=accelerator.device)
+    while pending:
+        chunk = pending[0]
+        try:
+            loss, _ = loss_fn(model, chunk)
+            accelerator.backward(loss * (_rows(chunk) / total))
+        except torch.cuda.OutOfMemoryError:
+            if _rows(chunk) <= 1:
+                raise
+            parts *= 2
+            torch.cuda.empty_cache()
+            log.warning("CUDA out of memory: retrying with micro-batches of %d rows and %dx accumulation "
+                        "(same effective batch)", max(1, total // parts), parts)
+            pending = _split(chunk, 2) + pending[1:]
+            continue
+        done_loss = done_loss + loss.detach() * (_rows(chunk) / total)
+        pending = pending[1:]
+    return done_loss, total, parts
 
 
 def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -1,0 +1,234 @@
+"""Transformer fusion models: pooled encoder output + scaled features -> MLP head -> log1p(price).
+
+`FusionRegressor` has the same contract as the CPU model (fit(texts, y) / predict(texts) / save /
+load) so `PricePredictor` serves both. Training runs on trainloop (Accelerate). Saved: the whole
+network as safetensors, the encoder's config and tokenizer files, and JSON state: no pickles.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .features import FeatureEncoder, parse_listings
+from .losses import price_loss
+from .metrics import smape
+from .presets import FusionPreset, encoder_location
+
+log = logging.getLogger(__name__)
+ENCODER_DIR = "encoder"  # encoder config + tokenizer files inside a model directory
+WEIGHTS = "fusion.safetensors"
+
+
+def head_layers(in_width: int, widths: Sequence[int], norm: str, activation: str, dropouts: Sequence[float]) -> nn.Sequential:
+    """in -> [Linear, Norm, Act, Dropout] per width -> Linear(., 1): the seeds' heads."""
+    if len(dropouts) != len(widths):
+        raise ValueError(f"head has {len(widths)} hidden layers but {len(dropouts)} dropouts")
+    norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
+    acts = {"relu": nn.ReLU, "gelu": nn.GELU}
+    if norm not in norms or activation not in acts:
+        raise ValueError(f"norm must be one of {sorted(norms)} and activation one of {sorted(acts)}")
+    layers: list[nn.Module] = []
+    for width, rate in zip(widths, dropouts):
+        layers += [nn.Linear(in_width, width), norms[norm](width), acts[activation](), nn.Dropout(rate)]
+        in_width = width
+    layers.append(nn.Linear(in_width, 1))
+    return nn.Sequential(*layers)
+
+
+class FusionNet(nn.Module):
+    """Encoder -> pooled (B, H); concat features (B, F) -> head -> (B,) predicted log1p(price)."""
+
+    def __init__(self, encoder: nn.Module, n_features: int, preset: FusionPreset, pooling: str, y_mean: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.pooling = pooling
+        hidden = encoder.config.hidden_size
+        self.head = head_layers(hidden + n_features, preset.head, preset.norm, preset.activation, preset.dropouts)
+        nn.init.constant_(self.head[-1].bias, y_mean)  # start at the mean log price: early epochs stay sane
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+        if self.pooling == "mean":
+            mask = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            pooled = (h * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
+        else:
+            pooled = h[:, 0]  # (B, H): the CLS / <s> token
+        x = torch.cat([pooled, features.to(pooled.dtype)], dim=-1)  # (B, H + F)
+        return self.head(x).squeeze(-1)  # (B,)
+
+
+class ListingSet(torch.utils.data.Dataset):
+    """Token ids (tokenised once, unpadded), scaled features and prices of listings."""
+
+    def __init__(self, ids: list[list[int]], features: np.ndarray, prices: np.ndarray | None) -> None:
+        self.ids, self.features, self.prices = ids, features, prices
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[list[int], np.ndarray, float]:
+        return self.ids[i], self.features[i], float(self.prices[i]) if self.prices is not None else 0.0
+
+
+class Collate:
+    """Pads a batch to its own longest listing (length grouping keeps that short)."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[tuple[list[int], np.ndarray, float]]) -> dict[str, torch.Tensor]:
+        width = max(len(ids) for ids, _, _ in items)
+        input_ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(items), width), dtype=torch.long)
+        for row, (ids, _, _) in enumerate(items):
+            input_ids[row, :len(ids)] = torch.tensor(ids)
+            mask[row, :len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask,
+                "features": torch.from_numpy(np.stack([f for _, f, _ in items])),
+                "price": torch.tensor([p for _, _, p in items], dtype=torch.float32)}
+
+
+def _pooling(preset: FusionPreset, location: str, config: Any) -> str:
+    if preset.pooling in ("cls", "mean"):
+        return preset.pooling
+    sentence_model = Path(location, "modules.json").exists() or "sentence-transformers/" in location
+    return "mean" if sentence_model else "cls"  # sentence-transformers were trained mean-pooled
+
+
+class FusionRegressor:
+    """Fit/predict a FusionNet on listing texts; see the module docstring."""
+
+    def __init__(self, preset: FusionPreset) -> None:
+        self.preset = preset
+
+    # --- data -----------------------------------------------------------------------------------
+    def _tokenise(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of every listing, truncated to max_length; done once per fit/predict call."""
+        encoded = self.tokenizer_(list(texts), truncation=True, max_length=self.preset.max_length)
+        return encoded["input_ids"]
+
+    def _features(self, texts: Sequence[str], fit: bool = False) -> np.ndarray:
+        _, raw = parse_listings(texts)
+        if fit:
+            self.features_ = FeatureEncoder(self.preset.feature_set).fit(raw)
+        return self.features_.transform(raw)
+
+    # --- fit ------------------------------------------------------------------------------------
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: str | Path | None = None,
+            resume: bool = False) -> FusionRegressor:
+        """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
+        import tempfile
+
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from trainloop import LoopConfig, train
+
+        p = self.preset
+        location = encoder_location(p.encoder)
+        self.tokenizer_ = AutoTokenizer.from_pretrained(location)
+        self.encoder_config_ = AutoConfig.from_pretrained(location)
+        torch.manual_seed(p.seed)
+        encoder = AutoModel.from_pretrained(location)
+        if p.gradient_checkpointing and torch.cuda.is_available() and encoder.supports_gradient_checkpointing:
+            encoder.gradient_checkpointing_enable()
+        features = self._features(texts, fit=True)
+        ids = self._tokenise(texts)
+        prices = np.expm1(y)
+        order = np.random.default_rng(p.seed).permutation(len(ids))
+        n_valid = int(round(len(ids) * p.valid_fraction)) if len(ids) >= 20 else 0
+        valid_rows, train_rows = order[:n_valid], order[n_valid:]
+        self.pooling_ = _pooling(p, location, self.encoder_config_)
+        self.net_ = FusionNet(encoder, features.shape[1], p, self.pooling_, float(y[train_rows].mean()))
+        train_set = ListingSet([ids[i] for i in train_rows], features[train_rows], prices[train_rows])
+        valid_ids = [ids[i] for i in valid_rows]
+
+        def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+            z = model(batch["input_ids"], batch["attention_mask"], batch["features"])
+            return price_loss(z, batch["price"], p.loss, p.focal_gamma, p.huber_delta), len(z)
+
+        def evaluate_fn(model: nn.Module) -> dict[str, float]:
+            if not n_valid:
+                return {}
+            z = self._predict_ids(model, valid_ids, features[valid_rows])
+            score = smape(np.expm1(z), prices[valid_rows])
+            return {"valid_smape": score, "score": score}
+
+        steps_per_epoch = max(1, -(-len(train_set) // (p.batch_size * p.grad_accum)))
+        config = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum, lr=p.lr,
+                            weight_decay=p.weight_decay, warmup_steps=int(round(p.warmup * steps_per_epoch)),
+                            mixed_precision=p.mixed_precision, eval_batch_size=p.eval_batch_size,
+                            num_workers=p.num_workers, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
+                            time_budget_s=p.time_budget_s, progress=p.progress)
+        lengths = [len(ids[i]) for i in train_rows]
+        with tempfile.TemporaryDirectory() as scratch:
+            result = train(self.net_, train_set, Collate(self.tokenizer_.pad_token_id or 0), loss_fn, config,
+                           work_dir or scratch, evaluate_fn, resume=resume,
+                           length_of=(lengths.__getitem__ if p.length_grouping else None))
+            if result.best_path is not None:
+                from safetensors.torch import load_file
+
+                self.net_.load_state_dict(load_file(str(result.best_path)))
+        self.history_ = result.history
+        self.samples_per_s_ = result.samples_per_s
+        self.net_.eval()
+        self.valid_rows_ = valid_rows  # held out for the best epoch; the blend weighs models on them
+        self.valid_pred_ = self._predict_ids(self.net_, valid_ids, features[valid_rows]) if n_valid else np.zeros(0)
+        return self
+
+    # --- predict --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _predict_ids(self, model: nn.Module, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
+        """log1p(price) predictions, batches of similar length (restored to input order)."""
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        collate = Collate(self.tokenizer_.pad_token_id or 0)
+        order = np.argsort([len(i) for i in ids], kind="stable")
+        out = np.zeros(len(ids))
+        size = self.preset.eval_batch_size
+        for start in range(0, len(ids), size):
+            rows = order[start:start + size]
+            batch = collate([(ids[i], features[i], 0.0) for i in rows])
+            z = model(batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["features"].to(device))
+            out[rows] = z.float().cpu().numpy()
+        model.train(was_training)
+        return out
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Predicted log1p(price) for listing texts."""
+        return self._predict_ids(self.net_, self._tokenise(texts), self._features(texts))
+
+    # --- persistence ------------------------------------------------------------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        from safetensors.torch import save_file
+
+        encoder_dir = directory / ENCODER_DIR
+        self.encoder_config_.save_pretrained(encoder_dir)
+        self.tokenizer_.save_pretrained(encoder_dir)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.net_.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS))
+        return {"features": self.features_.to_dict(), "pooling": self.pooling_}
+
+    @classmethod
+    def load(cls, preset: FusionPreset, directory: Path, state: dict[str, Any]) -> FusionRegressor:
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        model = cls(preset)
+        encoder_dir = directory / ENCODER_DIR
+        model.tokenizer_ = AutoTokenizer.from_pretrained(encoder_dir)
+        model.encoder_config_ = AutoConfig.from_pretrained(encoder_dir)
+        model.features_ = FeatureEncoder.from_dict(state["features"])
+        model.pooling_ = state["pooling"]
+        encoder = AutoModel.from_config(model.encoder_config_)
+        model.net_ = FusionNet(encoder, len(model.features_.names), preset, model.pooling_, 0.0)
+        model.net_.load_state_dict(load_file(str(directory / WEIGHTS)))
+        model.net_.eval()
+        return model
