@@ -1,0 +1,166 @@
+"""Fusion presets on tiny random encoders: structure, losses, round trips, resume after SIGKILL, 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch", reason="fusion presets need the nn extra")
+transformers = pytest.importorskip("transformers", reason="fusion presets need the nn extra")
+
+from conftest import EXAMPLES, make_catalog  # noqa: E402
+from smartprice import PricePredictor  # noqa: E402
+from smartprice.fusion import FusionNet  # noqa: E402
+from smartprice.losses import price_loss  # noqa: E402
+from smartprice.presets import resolve_preset  # noqa: E402
+
+TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+QUICK = {"epochs": 1, "batch_size": 8, "grad_accum": 1, "max_length": 48, "progress": False, "num_workers": 0,
+         "eval_batch_size": 16}
+PRESET_ENCODER = {"ultra": "deberta", "optimized": "deberta", "fast": "roberta", "blazing": "distilroberta"}
+
+
+def _tokenizer(directory):
+    """A small word-piece tokenizer trained on the example catalog, saved like a hub tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    texts = pd.read_csv(EXAMPLES / "train.csv")["catalog_content"].tolist()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(directory)
+    return fast
+
+
+def _encoder(kind: str, directory, width: dict | None = None):
+    from transformers import AutoModel, DebertaV2Config, RobertaConfig
+
+    tokenizer = _tokenizer(directory)
+    shape = {**TINY, **(width or {})}
+    if kind == "deberta":
+        config = DebertaV2Config(vocab_size=len(tokenizer), max_position_embeddings=64, **shape)
+    else:  # RoBERTa; DistilRoBERTa is the same architecture with fewer layers
+        layers = {"num_hidden_layers": 1} if kind == "distilroberta" else {}
+        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=70, pad_token_id=0,
+                               **{**shape, **layers})
+    AutoModel.from_config(config).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encoders")
+    return {kind: _encoder(kind, root / kind) for kind in ("deberta", "roberta", "distilroberta")}
+
+
+@pytest.mark.parametrize("preset, width", [("ultra", 793), ("fast", 783), ("blazing", 788), ("optimized", 790)])
+def test_head_input_width_with_768_wide_encoders(tmp_path, preset, width):
+    from transformers import AutoModel
+
+    config = resolve_preset(preset)
+    kind = PRESET_ENCODER[preset]
+    location = _encoder(kind, tmp_path / kind, {"hidden_size": 768, "num_attention_heads": 12})
+    net = FusionNet(AutoModel.from_pretrained(location), config.feature_set, config, "cls", 3.0)
+    assert net.head[0].in_features == width
+    widths = [m.out_features for m in net.head if isinstance(m, torch.nn.Linear)]
+    assert widths == [*config.head, 1]
+    norm = torch.nn.BatchNorm1d if config.norm == "batch" else torch.nn.LayerNorm
+    assert sum(isinstance(m, norm) for m in net.head) == len(config.head)
+    assert [m.p for m in net.head if isinstance(m, torch.nn.Dropout)] == list(config.dropouts)
+
+
+@pytest.mark.parametrize("preset", ["ultra", "fast", "blazing", "optimized"])
+def test_fit_predict_save_load_round_trip(tmp_path, encoders, preset):
+    catalog = make_catalog(48)
+    model = PricePredictor(preset, encoder=encoders[PRESET_ENCODER[preset]], **QUICK).fit(catalog)
+    prices = model.predict(catalog)
+    assert np.isfinite(prices).all() and (prices > 0).all()
+    model.save(tmp_path / "m")
+    assert not any(p.suffix in (".pkl", ".bin", ".pt") for p in (tmp_path / "m").rglob("*"))
+    np.testing.assert_array_equal(PricePredictor.load(tmp_path / "m").predict(catalog), prices)
+
+
+def test_losses_against_hand_computed_values():
+    z = torch.log1p(torch.tensor([110.0, 50.0]))
+    price = torch.tensor([100.0, 100.0])
+    terms = [10 / 105, 50 / 75]
+    assert float(price_loss(z, price, "smape")) == pytest.approx(100 * sum(terms) / 2, rel=1e-4)
+    assert float(price_loss(z, price, "focal_smape", gamma=2.0)) == pytest.approx(
+        100 * sum(t ** 3 for t in terms) / 2, rel=1e-4)
+    logs = [abs(np.log1p(110) - np.log1p(100)), abs(np.log1p(50) - np.log1p(100))]
+    assert float(price_loss(z, price, "l1")) == pytest.approx(sum(logs) / 2, rel=1e-5)
+    huber = [0.5 * d * d if d < 0.5 else 0.5 * (d - 0.25) for d in logs]  # delta 0.5
+    assert float(price_loss(z, price, "huber", delta=0.5)) == pytest.approx(sum(huber) / 2, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown loss"):
+        price_loss(z, price, "mse")
+
+
+def test_loss_override_from_cli_string():
+    assert resolve_preset("blazing", {"loss": "l1"}).loss == "l1"
+
+
+def test_blend_round_trip(tmp_path, encoders):
+    catalog = make_catalog(60)
+    sets = f"encoder={encoders['distilroberta']};epochs=1;batch_size=8;grad_accum=1;max_length=48;progress=false"
+    model = PricePredictor("blend", fusion_preset="blazing", fusion_sets=sets, valid_fraction=0.2).fit(catalog)
+    assert 0.0 <= model.model_.weight_ <= 1.0
+    model.save(tmp_path / "b")
+    np.testing.assert_array_equal(PricePredictor.load(tmp_path / "b").predict(catalog), model.predict(catalog))
+
+
+def _train_cmd(out, encoder, *extra):
+    return [sys.executable, "-m", "smartprice", "train", str(EXAMPLES / "train.csv"), "--out", str(out),
+            "--preset", "blazing", "--set", f"encoder={encoder}", "--set", "epochs=3", "--set", "batch_size=8",
+            "--set", "grad_accum=2", "--set", "max_length=48", "--set", "progress=false", "--set", "num_workers=0",
+            *extra]
+
+
+def _predict(model, out):
+    subprocess.run([sys.executable, "-m", "smartprice", "-q", "predict", str(model), str(EXAMPLES / "test.csv"),
+                    "--out", str(out)], check=True)
+    return pd.read_csv(out)
+
+
+def test_sigkill_during_training_then_resume_matches(tmp_path, encoders):
+    encoder = encoders["distilroberta"]
+    subprocess.run(_train_cmd(tmp_path / "straight", encoder), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_cmd(killed, encoder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "killed.work" / "checkpoint" / "loop_state.json"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()
+    assert not (killed / "config.json").exists(), "the run finished before it could be killed"
+    subprocess.run(_train_cmd(killed, encoder, "--resume"), check=True, capture_output=True)
+    assert not (tmp_path / "killed.work").exists()  # checkpoints removed once the model is written
+    a = _predict(tmp_path / "straight", tmp_path / "a.csv")
+    b = _predict(killed, tmp_path / "b.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_two_processes_with_accelerate_launch(tmp_path, encoders):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "smartprice",
+           *_train_cmd(out, encoders["distilroberta"], "--set", "epochs=1")[3:]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    predictions = _predict(out, tmp_path / "p.csv")
+    assert len(predictions) == len(pd.read_csv(EXAMPLES / "test.csv")) and (predictions.price > 0).all()
