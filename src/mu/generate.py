@@ -39,7 +39,7 @@ def sample_token(logits: torch.Tensor, top_k: int, top_p: float, generator: torc
     return int(indices[torch.multinomial(probs / probs.sum(), 1, generator=generator)])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 50,
              top_p: float = 0.9, repetition_penalty: float = 1.2, seed: int | None = None, use_cache: bool = True,
              stop_token: int | None = None) -> list[int]:

@@ -154,8 +154,10 @@ class CrossBlockAttention(nn.Module):
         k, v, past = _extend_cache(cache, "cross", k, v)
         S = k.shape[2]
         scores = (q @ k.transpose(-2, -1)) / math.sqrt(WIDTH // CROSS_HEADS)  # (B, 8, T, S)
-        future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(past + 1)  # key j > query i + past
-        probs = scores.masked_fill(future, float("-inf")).softmax(dim=-1)
+        if T > 1:  # a single new query (cached generation) has no future keys to hide
+            future = torch.ones(T, S, dtype=torch.bool, device=x.device).triu(past + 1)  # key j > query i + past
+            scores = scores.masked_fill(future, float("-inf"))
+        probs = scores.softmax(dim=-1)
         mean_probs = probs.mean(dim=1)  # (B, T, S): head-averaged, as the gate reads it
         entropy = -(mean_probs * torch.log(mean_probs + 1e-9)).sum(-1)  # (B, T)
         y = (probs @ v).transpose(1, 2).reshape(B, T, WIDTH)
