@@ -68,7 +68,7 @@ def model_config(preset: MUPreset, vocab_size: int) -> MUConfig:
 
 
 def loop_config(preset: MUPreset) -> LoopConfig:
-    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"eval_batch_size", "schedule", "max_grad_norm"}
+    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"schedule", "max_grad_norm"}
     return LoopConfig(**{n: getattr(preset, n) for n in names})
 
 

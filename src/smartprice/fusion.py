@@ -163,7 +163,7 @@ class FusionRegressor:
         steps_per_epoch = max(1, -(-len(train_set) // (p.batch_size * p.grad_accum)))
         config = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum, lr=p.lr,
                             weight_decay=p.weight_decay, warmup_steps=int(round(p.warmup * steps_per_epoch)),
-                            mixed_precision=p.mixed_precision, eval_batch_size=p.eval_batch_size,
+                            mixed_precision=p.mixed_precision,
                             num_workers=p.num_workers, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
                             time_budget_s=p.time_budget_s, progress=p.progress)
         lengths = [len(ids[i]) for i in train_rows]

@@ -44,7 +44,6 @@ class LoopConfig:
     schedule: str = "cosine"           # decay after warmup: "cosine" or "linear"
     max_grad_norm: float = 1.0         # clip the global gradient norm
     mixed_precision: str = "auto"      # "auto": bf16 on GPUs that have it, else fp16 with scaling; "no" on CPU
-    eval_batch_size: int = 0           # 0 -> 2x batch_size (no gradients kept, so larger fits)
     num_workers: int = 0               # DataLoader worker processes (persistent, prefetching when > 0)
     seed: int = 0                      # seeds init, shuffling and dropout
     max_steps_per_epoch: int = 0       # 0 = whole epoch; else stop each epoch after this many micro-batches
