@@ -113,7 +113,7 @@ PRESETS: dict[str, Any] = {
                               loss="focal_smape", focal_gamma=2.0),
     # Offline, pretrained: all-MiniLM-L6-v2 (hidden 384, 6 layers), mean pooled; sized for a CPU.
     "minilm": FusionPreset(encoder="minilm", max_length=128, feature_set=25, head=(256, 64), dropouts=(0.1, 0.1),
-                           epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.3, loss="huber",
+                           epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.3, loss="l1",  # bench/losses.py
                            gradient_checkpointing=False, num_workers=0),
     "blend": BlendPreset(),
 }
