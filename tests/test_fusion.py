@@ -164,3 +164,13 @@ def test_two_processes_with_accelerate_launch(tmp_path, encoders):
     assert result.returncode == 0, result.stderr[-3000:]
     predictions = _predict(out, tmp_path / "p.csv")
     assert len(predictions) == len(pd.read_csv(EXAMPLES / "test.csv")) and (predictions.price > 0).all()
+
+
+def test_sampler_never_yields_a_single_row_batch():
+    from trainloop.sampling import EpochSampler
+
+    for lengths in (None, list(range(17))):
+        sampler = EpochSampler(17, 8, seed=0, length_of=lengths.__getitem__ if lengths else None)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == 2
+        assert sorted(i for b in batches for i in b) == list(range(17)) and min(map(len, batches)) > 1

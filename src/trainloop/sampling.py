@@ -24,7 +24,12 @@ class EpochSampler:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (self.size + self.batch_size - 1) // self.batch_size
+        batches = (self.size + self.batch_size - 1) // self.batch_size
+        return batches - 1 if self._merges_last() else batches
+
+    def _merges_last(self) -> bool:
+        """A final batch of one row joins the one before it: BatchNorm cannot train on a single row."""
+        return self.size > self.batch_size and self.size % self.batch_size == 1
 
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -34,6 +39,8 @@ class EpochSampler:
             order = [i for start in range(0, self.size, pool)
                      for i in sorted(order[start:start + pool], key=self.length_of)]
         batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+        if self._merges_last():
+            batches[-2] = batches[-2] + batches.pop()
         if self.length_of is not None:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return iter(batches)
