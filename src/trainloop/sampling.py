@@ -40,7 +40,8 @@ class EpochSampler:
                      for i in sorted(order[start:start + pool], key=self.length_of)]
         batches = [order[i:i + self.batch_size] for i in range(0, self.size, self.batch_size)]
         if self._merges_last():
-            batches[-2] = batches[-2] + batches.pop()
+            last = batches.pop()
+            batches[-1] = batches[-1] + last
         if self.length_of is not None:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return iter(batches)
