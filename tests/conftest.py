@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -49,3 +54,16 @@ def shared_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data not available: {path} is absent (tests using real data need ../shared/data)")
     return path
+
+
+def kill_after_first_epoch(command: list[str], checkpoint: Path, timeout: float = 180) -> None:
+    """Run a training command and SIGKILL it once its first epoch checkpoint is on disk."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = checkpoint / "loop_state.json"
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    process.wait()

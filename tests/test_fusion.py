@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -16,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="fusion presets need the nn extra")
 transformers = pytest.importorskip("transformers", reason="fusion presets need the nn extra")
 
-from conftest import EXAMPLES, make_catalog  # noqa: E402
+from conftest import EXAMPLES, kill_after_first_epoch, make_catalog  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
 from smartprice.fusion import FusionNet  # noqa: E402
 from smartprice.losses import price_loss  # noqa: E402
@@ -137,15 +134,7 @@ def test_sigkill_during_training_then_resume_matches(tmp_path, encoders):
     encoder = encoders["distilroberta"]
     subprocess.run(_train_cmd(tmp_path / "straight", encoder), check=True, capture_output=True)
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_cmd(killed, encoder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = tmp_path / "killed.work" / "checkpoint" / "loop_state.json"
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait()
+    kill_after_first_epoch(_train_cmd(killed, encoder), tmp_path / "killed.work" / "checkpoint")
     assert not (killed / "config.json").exists(), "the run finished before it could be killed"
     subprocess.run(_train_cmd(killed, encoder, "--resume"), check=True, capture_output=True)
     assert not (tmp_path / "killed.work").exists()  # checkpoints removed once the model is written

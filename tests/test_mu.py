@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="MU needs the nn extra (pip install torch==2.13.0 && pip install -e '.[nn]')")
 
+from conftest import kill_after_first_epoch  # noqa: E402
 from mu import MU, MUConfig  # noqa: E402
 from mu.generate import apply_repetition_penalty, generate, sample_token  # noqa: E402
 from mu.model import tile_index  # noqa: E402
@@ -150,16 +148,7 @@ def test_sigkill_and_resume_gives_the_same_model(tmp_path):
     subprocess.run(_train_args(tmp_path, straight, "--set", "epochs=3"), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_train_args(tmp_path, killed, "--set", "epochs=3"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = killed / "checkpoint" / "loop_state.json"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.02)
-    process.wait()
+    kill_after_first_epoch(_train_args(tmp_path, killed, "--set", "epochs=3"), killed / "checkpoint")
     assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
     subprocess.run(_train_args(tmp_path, killed, "--set", "epochs=3", "--resume"), check=True, capture_output=True)
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
