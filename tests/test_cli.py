@@ -50,3 +50,17 @@ def test_user_errors_are_one_line(tmp_path, monkeypatch, args, message):
 def test_help_lists_options():
     result = subprocess.run([sys.executable, "-m", "smartprice", "train", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "--set" in result.stdout and "--strict" in result.stdout
+
+
+def test_neural_preset_without_torch_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_torch(name, *args, **kwargs):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError("No module named 'torch'", name="torch")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    assert main(["train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--preset", "blazing"]) == 2

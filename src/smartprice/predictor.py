@@ -64,14 +64,17 @@ class PricePredictor:
             from .gbm import GbmStack
 
             return GbmStack
-        if config.kind == "fusion":
+        if config.kind in ("fusion", "blend"):
+            try:
+                import torch  # noqa: F401
+                import transformers  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError(f"this preset needs the nn extra ({exc.name} is not installed): "
+                                   "pip install torch==2.13.0 && pip install 'smartprice[nn]'") from None
+            from .blend import Blend
             from .fusion import FusionRegressor
 
-            return FusionRegressor
-        if config.kind == "blend":
-            from .blend import Blend
-
-            return Blend
+            return FusionRegressor if config.kind == "fusion" else Blend
         raise ValueError(f"unknown model kind {config.kind!r}")
 
     def _check_fitted(self) -> None:
