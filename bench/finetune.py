@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="minilm epochs in the blend run")
     parser.add_argument("--steps", type=int, default=24, help="micro-batches per throughput figure")
     parser.add_argument("--skip-blend", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
     if not (DATA / "train.csv").exists():
         sys.exit(f"bench/finetune.py needs the shared data: {DATA / 'train.csv'} is absent")
@@ -104,15 +105,16 @@ def main() -> None:
 
     # Interleaved, best of two each: this machine's speed drifts more than the differences measured.
     loop = bare = ungrouped = 0.0
-    for _ in range(2):
+    for _ in range(0 if args.skip_throughput else 2):
         loop = max(loop, loop_speed(preset, texts, y, args.steps, grouping=True))
         bare = max(bare, bare_speed(preset, texts, y, args.steps))
         ungrouped = max(ungrouped, loop_speed(preset, texts, y, args.steps, grouping=False))
-    results["throughput"] = {"loop_samples_per_s": loop, "bare_samples_per_s": bare,
-                             "loop_overhead": 1 - loop / bare, "ungrouped_samples_per_s": ungrouped,
-                             "grouping_speedup": loop / ungrouped}
-    print(f"samples/s: loop {loop:.1f}, bare PyTorch {bare:.1f} (overhead {1 - loop / bare:+.1%}), "
-          f"loop without length grouping {ungrouped:.1f} (grouping x{loop / ungrouped:.2f})", flush=True)
+    if not args.skip_throughput:
+        results["throughput"] = {"loop_samples_per_s": loop, "bare_samples_per_s": bare,
+                                 "loop_overhead": 1 - loop / bare, "ungrouped_samples_per_s": ungrouped,
+                                 "grouping_speedup": loop / ungrouped}
+        print(f"samples/s: loop {loop:.1f}, bare PyTorch {bare:.1f} (overhead {1 - loop / bare:+.1%}), "
+              f"loop without length grouping {ungrouped:.1f} (grouping x{loop / ungrouped:.2f})", flush=True)
 
     if not args.skip_blend:
         started = time.perf_counter()
