@@ -42,12 +42,12 @@ def encode_corpus(tokenizer, lines: Sequence[str]) -> torch.Tensor:
 
 
 class TokenWindows(Dataset):
-    """Windows of seq+1 tokens starting every seq/2 tokens; input = window[:-1], target = window[1:]."""
+    """Windows of seq+1 tokens starting every `stride` tokens (default seq/2); input = window[:-1], target = window[1:]."""
 
-    def __init__(self, ids: torch.Tensor, seq_len: int) -> None:
+    def __init__(self, ids: torch.Tensor, seq_len: int, stride: int | None = None) -> None:
         if ids.numel() < seq_len + 1:
             raise ValueError(f"corpus has {ids.numel()} tokens, fewer than one window of {seq_len + 1}")
-        self.ids, self.seq_len, self.stride = ids, seq_len, max(1, seq_len // 2)
+        self.ids, self.seq_len, self.stride = ids, seq_len, stride or max(1, seq_len // 2)
         self.starts = list(range(0, ids.numel() - seq_len, self.stride))
 
     def __len__(self) -> int:

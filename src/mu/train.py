@@ -98,10 +98,7 @@ def evaluate(model: MU, windows: TokenWindows, batch_size: int = 16) -> dict[str
 
 def eval_windows(ids: torch.Tensor, seq_len: int) -> TokenWindows:
     """Non-overlapping windows: every evaluated token counted once."""
-    windows = TokenWindows(ids, seq_len)
-    windows.stride = seq_len
-    windows.starts = list(range(0, ids.numel() - seq_len, seq_len))
-    return windows
+    return TokenWindows(ids, seq_len, stride=seq_len)
 
 
 def sample_texts(model: MU, tokenizer, seed: int = 0, max_new_tokens: int = 30) -> dict[str, str]:
