@@ -6,6 +6,7 @@ and the row and column where there is one, so the CLI can print it on one line.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -64,8 +65,6 @@ def _read_table(path: Path) -> pd.DataFrame:
     raw = path.read_bytes()
     if not raw.strip():
         raise CatalogError(f"{path}: file is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
-    import io
-
     text = _check_utf8(path, raw)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
