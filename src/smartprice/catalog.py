@@ -73,18 +73,26 @@ def _read_table(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _validate_prices(frame: pd.DataFrame, path: Path, strict: bool) -> pd.DataFrame:
-    """Keep rows whose price is a finite number > 0; warn (or raise, if strict) about the rest."""
+def check_prices(frame: pd.DataFrame, path: Path, first_row: int = 1) -> tuple[pd.Series, np.ndarray, str | None]:
+    """Prices as floats, the mask of missing/invalid ones and a message naming the first (file row numbers)."""
     raw = frame[PRICE_COLUMN]
     price = pd.to_numeric(raw, errors="coerce").astype(float)
     bad = ~np.isfinite(price.to_numpy()) | (price.to_numpy() <= 0)
+    message = None
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         value = raw.iloc[first]
         reason = "missing" if str(value).strip() in ("", "nan", "None") else f"invalid ({value!r})"
         message = (
-            f"{_where(path, first + 1, PRICE_COLUMN)}: price is {reason}; prices must be finite numbers > 0"
+            f"{_where(path, first + first_row, PRICE_COLUMN)}: price is {reason}; prices must be finite numbers > 0"
         )
+    return price, bad, message
+
+
+def _validate_prices(frame: pd.DataFrame, path: Path, strict: bool) -> pd.DataFrame:
+    """Keep rows whose price is a finite number > 0; warn (or raise, if strict) about the rest."""
+    price, bad, message = check_prices(frame, path)
+    if message is not None:
         if strict:
             raise CatalogError(message)
         log.warning("%s: skipped %d of %d training rows with a missing or invalid price (first: %s)",
@@ -103,7 +111,17 @@ def read_catalog(path: str | Path, *, labelled: bool = False, strict: bool = Fal
     when `labelled`, price (float, finite, > 0). Extra columns are dropped.
     """
     path = Path(path)
-    frame = _read_table(path)
+    frame = validate_frame(_read_table(path), path, labelled=labelled)
+    if labelled:
+        frame = _validate_prices(frame, path, strict)
+    return frame.reset_index(drop=True)
+
+
+def validate_frame(frame: pd.DataFrame, path: Path, *, labelled: bool = False, first_row: int = 1) -> pd.DataFrame:
+    """Check the columns and ids of rows read from `path`, normalise them; prices are left as read.
+
+    `first_row` is the file row of the frame's first row, so a chunk of a file reports global rows.
+    """
     frame.columns = [str(c).strip() for c in frame.columns]
     required = REQUIRED_COLUMNS + ((PRICE_COLUMN,) if labelled else ())
     missing = [c for c in required if c not in frame.columns]
@@ -122,19 +140,17 @@ def read_catalog(path: str | Path, *, labelled: bool = False, strict: bool = Fal
     ids = frame[ID_COLUMN].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).strip())
     blank = np.flatnonzero((ids == "").to_numpy())
     if blank.size:
-        raise CatalogError(f"{_where(path, int(blank[0]) + 1, ID_COLUMN)}: sample_id is blank")
+        raise CatalogError(f"{_where(path, int(blank[0]) + first_row, ID_COLUMN)}: sample_id is blank")
     duplicated = ids.duplicated(keep=False).to_numpy()
     if duplicated.any():
         dup_rows = np.flatnonzero(duplicated)
         first_id = ids.iloc[dup_rows[0]]
-        rows = [int(r) + 1 for r in dup_rows if ids.iloc[r] == first_id][:2]
+        rows = [int(r) + first_row for r in dup_rows if ids.iloc[r] == first_id][:2]
         raise CatalogError(
             f"{_where(path, rows[1], ID_COLUMN)}: duplicate sample_id {first_id!r} (also at row {rows[0]})"
         )
     frame[ID_COLUMN] = ids
-    if labelled:
-        frame = _validate_prices(frame, path, strict)
-    return frame.reset_index(drop=True)
+    return frame
 
 
 # --- catalog_content fields -----------------------------------------------------------------
