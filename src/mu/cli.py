@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
     try:
-        from smartprice.cli import parse_sets
+        from trainloop.overrides import parse_sets
 
         from .train import eval_windows, evaluate, load_model, resolve, train_mu
 

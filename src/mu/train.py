@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from smartprice.presets import apply_overrides
 from trainloop import LoopConfig, TrainResult, train
+from trainloop.overrides import apply_overrides
 
 from .data import TokenWindows, collate, encode_corpus, read_lines
 from .generate import generate
@@ -68,8 +68,8 @@ def model_config(preset: MUPreset, vocab_size: int) -> MUConfig:
 
 
 def loop_config(preset: MUPreset) -> LoopConfig:
-    names = {f.name for f in dataclasses.fields(LoopConfig)} - {"schedule", "max_grad_norm"}
-    return LoopConfig(**{n: getattr(preset, n) for n in names})
+    names = {f.name for f in dataclasses.fields(LoopConfig)}  # the loop's defaults for fields MU does not set
+    return LoopConfig(**{n: getattr(preset, n) for n in names if hasattr(preset, n)})
 
 
 def lm_loss(model: MU, batch: torch.Tensor) -> tuple[torch.Tensor, int]:

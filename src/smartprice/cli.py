@@ -15,22 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from trainloop.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
+
 from .catalog import ID_COLUMN, CatalogError, read_catalog
 from .modelio import ModelDirError
 from .presets import DEFAULT_PRESET, PRESETS, resolve_preset
 
 log = logging.getLogger("smartprice")
-
-
-def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
-    """`["epochs=3", "lr=1e-4"]` -> {"epochs": "3", "lr": "1e-4"}; types are checked by the preset."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {pair!r}: expected key=value")
-        overrides[key.strip()] = value.strip()
-    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:

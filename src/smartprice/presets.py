@@ -11,6 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# `--set` overrides live in trainloop (torch-free), shared with mu; re-exported here under the old names.
+from trainloop.overrides import apply_overrides
+from trainloop.overrides import convert_value as _convert  # noqa: F401
+
 
 @dataclass(frozen=True)
 class CpuPreset:
@@ -118,40 +122,6 @@ PRESETS: dict[str, Any] = {
     "blend": BlendPreset(),
 }
 DEFAULT_PRESET = "cpu"
-
-
-def _convert(value: Any, target: Any, key: str) -> Any:
-    """Convert a `--set` string to the field's type (bools accept true/false/1/0/yes/no)."""
-    if not isinstance(value, str) or target is str:
-        return value
-    try:
-        if target is bool:
-            lowered = value.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return lowered in ("true", "1", "yes")
-        if target is int:
-            return int(value)
-        if target is float:
-            return float(value)
-        if target is tuple:  # "384,192" -> (384, 192); numbers keep their type
-            return tuple(float(x) if "." in x else int(x) for x in value.split(",") if x.strip())
-    except ValueError:
-        raise ValueError(f"--set {key}={value}: expected a {target.__name__}") from None
-    return value
-
-
-def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str) -> Any:
-    """`dataclasses.replace` with type conversion of strings; unknown keys raise ValueError."""
-    overrides = dict(overrides or {})
-    fields = {f.name for f in dataclasses.fields(preset)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown preset field(s) {', '.join(unknown)} for {label}; valid fields: {', '.join(sorted(fields))}")
-    if "kind" in overrides:
-        raise ValueError("'kind' is fixed by the preset; choose another preset instead")
-    converted = {k: _convert(v, type(getattr(preset, k)), k) for k, v in overrides.items()}
-    return dataclasses.replace(preset, **converted)
 
 
 def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
