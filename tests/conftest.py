@@ -56,6 +56,33 @@ def shared_file(name: str) -> Path:
     return path
 
 
+def kill_during(command: list[str], checkpoint: Path, moment: str, log_file: Path, timeout: float = 180) -> None:
+    """Run a training command and SIGKILL it at `moment`.
+
+    "first-epoch": shortly after training starts (the loop logs its schedule), before any checkpoint;
+    "later-epoch": shortly after the first epoch's checkpoint is on disk;
+    "checkpoint-write": as soon as a checkpoint is being written beside the old one (`.tmp`).
+    """
+    staging = checkpoint.with_name(checkpoint.name + ".tmp")
+    state = checkpoint / "loop_state.json"
+    with open(log_file, "wb") as log:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.time() + timeout
+        while time.time() < deadline and process.poll() is None:
+            if moment == "first-epoch" and b"schedule:" in log_file.read_bytes():
+                time.sleep(0.3)
+                break
+            if moment == "later-epoch" and state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+                time.sleep(0.3)
+                break
+            if moment == "checkpoint-write" and staging.exists():
+                break
+            time.sleep(0.01)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def kill_after_first_epoch(command: list[str], checkpoint: Path, timeout: float = 180) -> None:
     """Run a training command and SIGKILL it once its first epoch checkpoint is on disk."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="fusion presets need the nn extra")
 transformers = pytest.importorskip("transformers", reason="fusion presets need the nn extra")
 
-from conftest import EXAMPLES, kill_after_first_epoch, make_catalog  # noqa: E402
+from conftest import EXAMPLES, kill_after_first_epoch, kill_during, make_catalog  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
 from smartprice.fusion import FusionNet  # noqa: E402
 from smartprice.losses import price_loss  # noqa: E402
@@ -110,18 +110,21 @@ def test_loss_override_from_cli_string():
 
 def test_blend_round_trip(tmp_path, encoders):
     catalog = make_catalog(60)
-    sets = f"encoder={encoders['distilroberta']};epochs=1;batch_size=8;grad_accum=1;max_length=48;progress=false"
-    model = PricePredictor("blend", fusion_preset="blazing", fusion_sets=sets, valid_fraction=0.2).fit(catalog)
+    sets = {"fusion.encoder": encoders["distilroberta"], "fusion.epochs": "1", "fusion.batch_size": "8",
+            "fusion.grad_accum": "1", "fusion.max_length": "48", "fusion.progress": "false", "cpu.trees": "60"}
+    model = PricePredictor("blend", fusion_preset="blazing", valid_fraction=0.2, **sets).fit(catalog)
     assert 0.0 <= model.model_.weight_ <= 1.0
+    assert model.model_.fusion_.preset.max_length == 48 and model.model_.cpu_.preset.trees == 60
     model.save(tmp_path / "b")
-    np.testing.assert_array_equal(PricePredictor.load(tmp_path / "b").predict(catalog), model.predict(catalog))
+    loaded = PricePredictor.load(tmp_path / "b")
+    assert loaded.config_ == model.config_  # the inner overrides survive the JSON config
+    np.testing.assert_array_equal(loaded.predict(catalog), model.predict(catalog))
 
 
-def _train_cmd(out, encoder, *extra):
+def _train_cmd(out, encoder, *extra, preset="blazing"):
+    """The preset's own settings (DataLoader workers, batch, accumulation, precision); only sizes made small."""
     return [sys.executable, "-m", "smartprice", "train", str(EXAMPLES / "train.csv"), "--out", str(out),
-            "--preset", "blazing", "--set", f"encoder={encoder}", "--set", "epochs=3", "--set", "batch_size=8",
-            "--set", "grad_accum=2", "--set", "max_length=48", "--set", "progress=false", "--set", "num_workers=0",
-            *extra]
+            "--preset", preset, "--set", f"encoder={encoder}", "--set", "epochs=3", "--set", "max_length=48", *extra]
 
 
 def _predict(model, out):
@@ -130,17 +133,60 @@ def _predict(model, out):
     return pd.read_csv(out)
 
 
-def test_sigkill_during_training_then_resume_matches(tmp_path, encoders):
-    encoder = encoders["distilroberta"]
-    subprocess.run(_train_cmd(tmp_path / "straight", encoder), check=True, capture_output=True)
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, encoders):
+    """Predictions of an uninterrupted blazing run with the preset's defaults."""
+    root = tmp_path_factory.mktemp("straight")
+    assert resolve_preset("blazing").num_workers > 0  # the setting that used to break resume
+    subprocess.run(_train_cmd(root / "model", encoders["distilroberta"]), check=True, capture_output=True)
+    return _predict(root / "model", root / "a.csv")
+
+
+def test_iterating_the_loader_leaves_the_global_rng_alone():
+    """Creating a DataLoader iterator draws a worker base seed; it must come from the loader's own generator."""
+    from trainloop.loop import LoopConfig, train
+
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(torch.get_rng_state())  # the global RNG as dropout would find it
+        return model(batch.float().unsqueeze(-1)).mean(), len(batch)
+
+    config = LoopConfig(epochs=1, batch_size=4, grad_accum=1, num_workers=1, progress=False, max_steps_per_epoch=1)
+    torch.manual_seed(0)
+    expected = torch.get_rng_state()
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as scratch:
+        train(torch.nn.Linear(1, 1), list(range(8)), torch.tensor, loss_fn, config, scratch)
+    torch.manual_seed(0)
+    assert torch.equal(seen[0], expected)
+
+
+@pytest.mark.parametrize("moment", ["first-epoch", "later-epoch", "checkpoint-write"])
+def test_sigkill_then_resume_matches_with_preset_defaults(tmp_path, encoders, straight_run, moment):
     killed = tmp_path / "killed"
-    kill_after_first_epoch(_train_cmd(killed, encoder), tmp_path / "killed.work" / "checkpoint")
+    command = _train_cmd(killed, encoders["distilroberta"])
+    kill_during(command, tmp_path / "killed.work" / "checkpoint", moment, tmp_path / "killed.log")
     assert not (killed / "config.json").exists(), "the run finished before it could be killed"
-    subprocess.run(_train_cmd(killed, encoder, "--resume"), check=True, capture_output=True)
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert not (tmp_path / "killed.work").exists()  # checkpoints removed once the model is written
-    a = _predict(tmp_path / "straight", tmp_path / "a.csv")
     b = _predict(killed, tmp_path / "b.csv")
-    pd.testing.assert_frame_equal(a, b)
+    assert (b.sample_id == straight_run.sample_id).all()
+    np.testing.assert_allclose(b.price, straight_run.price, rtol=1e-6, atol=0)
+
+
+def test_resume_after_a_kill_between_the_checkpoint_renames(tmp_path, encoders, straight_run):
+    """Killed after the old checkpoint was moved aside but before the new one took its place."""
+    killed = tmp_path / "killed"
+    command = _train_cmd(killed, encoders["distilroberta"])
+    checkpoint = tmp_path / "killed.work" / "checkpoint"
+    kill_after_first_epoch(command, checkpoint)
+    os.replace(checkpoint, checkpoint.with_name("checkpoint.old"))
+    subprocess.run([*command, "--resume"], check=True, capture_output=True)
+    b = _predict(killed, tmp_path / "b.csv")
+    np.testing.assert_allclose(b.price, straight_run.price, rtol=1e-6, atol=0)
 
 
 def test_two_processes_with_accelerate_launch(tmp_path, encoders):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from smartprice.about import __version__, newer_version_note
 from trainloop import LoopConfig, TrainResult, train
 from trainloop.overrides import apply_overrides
 
@@ -53,6 +54,11 @@ class MUPreset:
 PRESETS = {
     "test": MUPreset(),
     "full": MUPreset(n_layers=24, max_seq_len=256, batch_size=4, grad_accum=4, epochs=5, lr=1e-4, warmup_steps=1000),
+}
+# What `mu presets` prints beside each preset: (purpose, rough cost). Values stay in PRESETS.
+PRESET_SUMMARIES = {
+    "test": ("quick runs and tests", "CPU-sized; bench/mu.py prints its tokens/s and a budgeted run"),
+    "full": ("the full-size model", "GPU; not benchmarked in bench/"),
 }
 
 
@@ -113,7 +119,7 @@ def save_model(model: MU, preset: MUPreset, directory: Path) -> None:
     weights = directory / "model.safetensors.tmp"
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
     weights.replace(directory / "model.safetensors")
-    config = {"format_version": FORMAT_VERSION, "model": dataclasses.asdict(model.config),
+    config = {"format_version": FORMAT_VERSION, "smartprice_version": __version__, "model": dataclasses.asdict(model.config),
               "preset": dataclasses.asdict(preset)}
     (directory / "config.json.tmp").write_text(json.dumps(config, indent=2))
     (directory / "config.json.tmp").replace(directory / "config.json")
@@ -128,6 +134,9 @@ def load_model(directory: str | Path) -> tuple[MU, Any]:
     if not path.exists():
         raise FileNotFoundError(f"{directory}: not an MU model directory (no config.json)")
     config = json.loads(path.read_text())
+    newer = newer_version_note(config.get("smartprice_version"), f"MU model {directory}")
+    if newer:
+        log.warning("%s", newer)
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: MU model format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
     model = MU(MUConfig(**config["model"]))

@@ -7,6 +7,9 @@ flags checked inline; each is on only where the hardware supports it.
 Checkpoints: `out/checkpoint/` is rewritten after every epoch (written beside it, then renamed),
 holding model, optimizer, scheduler, RNG states and `loop_state.json`. Shuffling is seeded by
 (seed, epoch), so a resumed run replays exactly what an uninterrupted run would have done.
+Nothing outside the checkpointed state may draw from the global RNG: the DataLoader gets a
+generator of its own, because creating its (persistent) worker iterator draws a base seed, once
+per run with workers, which a resumed run would otherwise draw at a different point.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class LoopConfig:
     grad_accum: int = 4                # micro-batches per optimizer step
     lr: float = 3e-4                   # peak learning rate after warmup
     weight_decay: float = 0.01         # AdamW decoupled weight decay
-    warmup_steps: int = 500            # optimizer steps (not micro-batches) of linear warmup
+    warmup_steps: int = 500            # cap on the optimizer steps (not micro-batches) of linear warmup
+    warmup_fraction: float = 0.1       # warmup is at most this share of the run's optimizer steps: short runs still peak
     schedule: str = "cosine"           # decay after warmup: "cosine" or "linear"
     max_grad_norm: float = 1.0         # clip the global gradient norm
     mixed_precision: str = "auto"      # "auto": bf16 on GPUs that have it, else fp16 with scaling; "no" on CPU
@@ -81,6 +85,30 @@ def _lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def warmup_steps(config: LoopConfig, total_steps: int) -> int:
+    """Warmup sized to the run: `warmup_fraction` of its optimizer steps, never more than `warmup_steps`."""
+    return max(1, min(config.warmup_steps, round(config.warmup_fraction * total_steps)))
+
+
+def latest_checkpoint(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint and its loop state, or None.
+
+    A kill during a checkpoint write can leave the new state fully written beside the old one
+    (`.tmp`, complete once its loop_state.json exists) or the old one moved aside (`.old`): any of
+    them is a consistent snapshot, and the one of the latest epoch wins.
+    """
+    best: tuple[Path, dict[str, Any]] | None = None
+    for candidate in (checkpoint, checkpoint.with_name(checkpoint.name + ".tmp"),
+                      checkpoint.with_name(checkpoint.name + ".old")):
+        try:
+            state = json.loads((candidate / "loop_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if best is None or state["epoch"] > best[1]["epoch"]:
+            best = (candidate, state)
+    return best
 
 
 def _atomic_replace_dir(staging: Path, target: Path) -> None:
@@ -143,23 +171,30 @@ def train(
 
     sampler = EpochSampler(len(train_set), config.batch_size, config.seed, length_of)
     workers = config.num_workers
+    # The loader's own generator: its iterator draws the workers' base seed from it, not from the
+    # global RNG that dropout uses (see the module docstring; this broke resume with workers).
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None)
+                        prefetch_factor=4 if workers > 0 else None,
+                        generator=torch.Generator().manual_seed(config.seed))
     groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
     total_steps = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config.warmup_steps, total_steps, config.schedule))
+    warmup = warmup_steps(config, total_steps)
+    log.info("schedule: %d optimizer steps, %d of linear warmup (cap %d, %.0f%% of the run), then %s decay",
+             total_steps, warmup, config.warmup_steps, 100 * config.warmup_fraction, config.schedule)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps, config.schedule))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)  # stepped by hand, once per optimizer step
 
     state = {"epoch": 0, "best_score": math.inf, "history": []}
     checkpoint = out_dir / CHECKPOINT
-    if resume and (checkpoint / "loop_state.json").exists():
-        accelerator.load_state(str(checkpoint))
-        state = json.loads((checkpoint / "loop_state.json").read_text())
-        log.info("resumed from %s after epoch %d", checkpoint, state["epoch"])
+    found = latest_checkpoint(checkpoint) if resume else None
+    if found is not None:
+        source, state = found
+        accelerator.load_state(str(source))
+        log.info("resumed from %s after epoch %d", source, state["epoch"])
     elif resume:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
 
@@ -281,8 +316,9 @@ def _save_checkpoint(accelerator: Any, checkpoint: Path, loop_state: dict[str, A
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(staging))
-    if accelerator.is_main_process:
-        (staging / "loop_state.json").write_text(json.dumps(loop_state))
+    if accelerator.is_main_process:  # loop_state.json last, by rename: its presence marks a complete checkpoint
+        (staging / "loop_state.json.part").write_text(json.dumps(loop_state))
+        os.replace(staging / "loop_state.json.part", staging / "loop_state.json")
         _atomic_replace_dir(staging, checkpoint)
     accelerator.wait_for_everyone()
 
