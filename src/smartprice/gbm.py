@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
-from .catalog import CatalogFields
+from .catalog import CatalogFields, split_catalog_content
 from .features import EXTRA_FEATURES, FEATURES_25, guess_brand, parse_listings
+from .modelio import ModelDirError
 from .presets import CpuPreset
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ PARALLEL_MIN_ROWS = 1000  # below this, forking a worker costs more than it save
 _FORKED_MODEL: GbmStack | None = None  # the model forked predict workers read
 
 DENSE_FEATURES = tuple(n for n in FEATURES_25 if n not in ("brand", "category")) + EXTRA_FEATURES
+LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
 STACK_FEATURES = ("ridge_word", "ridge_char", "knn_mean", "knn_median", "knn_top1", "knn_top1_sim",
                   "knn_sim_mean", "knn_unit_price", "brand_mean", "brand_count")
 
@@ -145,6 +148,7 @@ class GbmStack:
             "name": getattr(self.name_, method)(names),
             "raw": raw,
             "brand": pd.Series([guess_brand(n) for n in names]),
+            "names": pd.Series(names, dtype=object),  # kept at fit time: explain shows nearest training listings
             "log_qty": raw["log_quantity"].to_numpy(dtype=np.float64),
         }
 
@@ -157,6 +161,7 @@ class GbmStack:
         log.info("cpu model: parsing and vectorising %d listings", len(texts))
         views = self._views(texts, fit=True)
         self.y_mean_ = float(y.mean())
+        self.train_names_, self.train_prices_ = views["names"].tolist(), np.expm1(y)
 
         stack = np.zeros((len(y), len(STACK_FEATURES)))
         folds = KFold(p.folds, shuffle=True, random_state=p.seed)
@@ -229,6 +234,65 @@ class GbmStack:
             self.booster_ = lgb.Booster(model_file=str(self.booster_path_))
         return self.booster_
 
+    # --- explanations: nearest training listings, per-feature contributions, importance ----------
+    def training_listings(self) -> tuple[list[str], np.ndarray] | None:
+        """Item names and prices of the training rows (None for models saved before they were kept)."""
+        if not hasattr(self, "train_names_"):
+            path = getattr(self, "listings_path_", None)
+            if path is None or not path.exists():
+                return None
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    blob, offsets, prices = arrays["names_utf8"].tobytes(), arrays["names_offsets"], arrays["prices"]
+                names = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                raise ModelDirError(f"{path}: damaged training listings ({exc}); retrain the model") from None
+            self.train_names_, self.train_prices_ = names, prices
+        return self.train_names_, self.train_prices_
+
+    def _save_listings(self, path: Path) -> None:
+        """Names as one UTF-8 byte array plus offsets: compact, and np.load needs no pickle to read it."""
+        listings = self.training_listings()
+        if listings is None:
+            return
+        encoded = [name.encode("utf-8") for name in listings[0]]
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+        np.savez_compressed(path, names_utf8=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                            names_offsets=offsets, prices=np.asarray(listings[1], dtype=np.float64))
+
+    def neighbours(self, texts: Sequence[str], k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (n, k) of the most similar training listings and their cosine similarities, best first.
+
+        Similarity is over the item-name word n-grams the neighbour price features use.
+        """
+        names = [split_catalog_content(t or "").item_name for t in texts]
+        query = self.name_.transform(names)
+        k = max(1, min(k, self.knn_.matrix_.shape[0]))
+        index = np.zeros((len(names), k), dtype=np.int64)
+        sims = np.zeros((len(names), k))
+        for start in range(0, len(names), chunk):
+            block = (query[start:start + chunk] @ self.knn_.matrix_.T).toarray()  # (b, n_train)
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k]  # (b, k) unordered
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(block, top, axis=1), axis=1), axis=1)
+            index[start:start + chunk] = top
+            sims[start:start + chunk] = np.take_along_axis(block, top, axis=1)
+        return index, sims
+
+    def contributions(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """LightGBM's per-feature contributions (n, features + 1) to log1p(price); the last column is the bias.
+
+        Each row sums to the model's log prediction. Names come from the booster, so they follow its features.
+        """
+        booster = self._booster()
+        values = booster.predict(self._dense(texts), pred_contrib=True, num_threads=self.preset.threads)
+        return np.asarray(values, dtype=np.float64), [*booster.feature_name(), "bias"]
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total LightGBM gain per feature, largest first."""
+        booster = self._booster()
+        gains = booster.feature_importance(importance_type="gain")
+        return dict(sorted(zip(booster.feature_name(), map(float, gains)), key=lambda item: -item[1]))
+
     # --- persistence: npz + JSON + LightGBM text ---------------------------------------------
     def save(self, directory: Path) -> dict[str, Any]:
         """Write artefacts into `directory`; return the JSON-ready state that goes in config.json."""
@@ -243,6 +307,7 @@ class GbmStack:
             knn_y=self.knn_.y_, knn_unit_y=self.knn_.unit_y_,
         )
         self._booster().save_model(str(directory / "lightgbm.txt"))
+        self._save_listings(directory / LISTINGS_FILE)
         return {"ridge_word_intercept": float(self.ridge_word_.intercept_),
                 "ridge_char_intercept": float(self.ridge_char_.intercept_),
                 "knn_shape": list(knn.shape), "y_mean": self.y_mean_,
@@ -265,6 +330,7 @@ class GbmStack:
         model.y_mean_ = state["y_mean"]
         model.brands_ = {b: (float(v[0]), int(v[1])) for b, v in state["brands"].items()}
         model.booster_path_ = directory / "lightgbm.txt"  # loaded by _booster() on first use
+        model.listings_path_ = directory / LISTINGS_FILE  # read by training_listings() on first use; older models lack it
         return model
 
 

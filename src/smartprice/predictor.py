@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .catalog import PRICE_COLUMN, TEXT_COLUMN, CatalogError
+from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, CatalogError
 from .metrics import smape_report
-from .modelio import atomic_directory, read_config, write_config
+from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
 from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,9 @@ class PricePredictor:
         y = np.log1p(price)
         self.config_ = config
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
+        started = time.perf_counter()
         self.model_ = self._model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
+        self.fit_info_ = {"training_rows": int(len(frame)), "fit_seconds": round(time.perf_counter() - started, 2)}
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
         return self
@@ -86,10 +89,29 @@ class PricePredictor:
         self._check_fitted()
         if len(frame) == 0:
             return np.zeros(0)
-        log_price = np.asarray(self.model_.predict(_texts(frame)), dtype=float)
+        return self._prices(self.model_.predict(_texts(frame)))
+
+    def _prices(self, log_price: np.ndarray) -> np.ndarray:
+        """The model's log1p(price) -> prices clipped to the training range (never NaN)."""
+        log_price = np.asarray(log_price, dtype=float)
         low, high = self.price_range_
         log_price = np.nan_to_num(log_price, nan=float(np.log1p(np.sqrt(low * high))))  # never NaN out
         return np.clip(np.expm1(np.clip(log_price, np.log1p(low), np.log1p(high))), low, high)
+
+    def explain(self, frame: pd.DataFrame, k: int = 5) -> list[dict[str, Any]]:
+        """Per listing: price, parsed fields, k nearest training listings, per-feature log contributions."""
+        self._check_fitted()
+        from .explain import explain_listings
+
+        ids = frame[ID_COLUMN].astype(str).tolist() if ID_COLUMN in frame.columns else None
+        return explain_listings(self.model_, _texts(frame), self._prices, k=k, ids=ids)
+
+    def describe(self) -> dict[str, Any]:
+        """Preset, model kind, training rows, fit seconds and format version (None where not recorded)."""
+        self._check_fitted()
+        info = getattr(self, "fit_info_", {})
+        return {"preset": self.preset, "kind": self.config_.kind, "training_rows": info.get("training_rows"),
+                "fit_seconds": info.get("fit_seconds"), "format_version": getattr(self, "format_version_", FORMAT_VERSION)}
 
     def score(self, frame: pd.DataFrame) -> dict:
         """SMAPE (percent) overall and per price band on labelled rows."""
@@ -104,7 +126,8 @@ class PricePredictor:
         with atomic_directory(directory) as staging:
             state = self.model_.save(staging)
             write_config(staging, {"preset": self.preset, "config": preset_to_dict(self.config_),
-                                   "price_range": list(self.price_range_), "model_state": state})
+                                   "price_range": list(self.price_range_), "model_state": state,
+                                   "fit_info": getattr(self, "fit_info_", {})})
         log.info("saved model to %s", directory)
         return directory
 
@@ -117,5 +140,7 @@ class PricePredictor:
         predictor = cls(saved["preset"])
         predictor.config_ = config
         predictor.price_range_ = tuple(saved["price_range"])
+        predictor.fit_info_ = saved.get("fit_info", {})  # absent in models saved before it was recorded
+        predictor.format_version_ = saved["format_version"]
         predictor.model_ = cls._model_class(config).load(config, directory, saved["model_state"])
         return predictor

@@ -20,6 +20,7 @@ class Unit(NamedTuple):
 
 UNKNOWN = Unit("unknown", 1.0)
 DIMENSIONS = ("unknown", "mass", "volume", "count", "length", "area")  # index = unit_type code
+BASE_UNITS = {"unknown": "", "mass": "g", "volume": "ml", "count": "items", "length": "cm", "area": "sq ft"}
 
 # Spellings seen in catalogs, lower-cased with dots and extra spaces removed.
 _UNIT_TABLE: dict[str, Unit] = {}
