@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--rows", type=int, default=5, help="explain the first N rows of INPUT (default 5)")
     explain.add_argument("--neighbours", type=int, default=5, help="nearest training listings per row (default 5)")
     explain.add_argument("--json", action="store_true", help="print the explanations as JSON")
+
+    serve = commands.add_parser("serve", help="HTTP pricing API on uvicorn (needs the serve extra)")
+    serve.add_argument("model", type=Path, help="model directory written by 'smartprice train'")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, each loading the model (default: 1)")
     return parser
 
 
@@ -145,6 +151,18 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"  price {band:>8}: SMAPE {entry['smape']:6.2f}  ({entry['rows']} rows)")
 
 
+def _serve(args: argparse.Namespace) -> None:
+    try:
+        from .serve import run
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic"):
+            raise
+        raise RuntimeError(f"'smartprice serve' needs the serve extra ({exc.name} is not installed): "
+                           "pip install 'smartprice[serve]'") from None
+    run(args.model, host=args.host, port=args.port, workers=args.workers,
+        log_level=logging.WARNING if args.quiet else logging.INFO)
+
+
 def _report(args: argparse.Namespace) -> None:
     from .predictor import PricePredictor
     from .report import require_matplotlib, write_report
@@ -175,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate,
+    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "serve": _serve,
                 "report": _report, "explain": _explain}
     try:
         handlers[args.command](args)

@@ -1,0 +1,514 @@
+"""The pricing HTTP API: `create_app(model_dir)` builds a FastAPI app; `smartprice serve` runs it on uvicorn.
+
+    POST /predict  {"items": [{"sample_id": "1", "catalog_content": "Item Name: ..."}]}
+                   -> {"predictions": [{"sample_id": "1", "price": 12.3}]}   (same order, prices finite, > 0)
+    GET  /health   {"status": "ok"}
+    GET  /model    preset, kind, format version, training rows, fit date, validation figures (null if unknown)
+
+Every error is a 4xx JSON body `{"detail": "<what is wrong>"}`: size limits are checked on the
+raw bytes (Content-Length first, then while the body streams in) before any JSON is parsed.
+The model is loaded, and scores one listing, when the app is created, so a missing or broken
+model directory fails at start, not on the first request.
+
+Prediction is CPU-bound and holds the GIL, so it runs in the thread pool (health checks stay
+responsive) and small concurrent requests are merged into one model call (see `Coalescer`).
+The model is served single-threaded and in-process: GbmStack forks level-1 workers for large
+inputs when its preset has threads > 1, which is unsafe in a multi-threaded server (the
+forked model is handed over in a module global that concurrent requests overwrite); a server
+scales with `--workers` processes instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .catalog import TEXT_COLUMN
+from .modelio import CONFIG_NAME, ModelDirError, read_config
+from .predictor import PricePredictor
+
+log = logging.getLogger(__name__)
+
+MODEL_ENV = "SMARTPRICE_MODEL"     # model directory for `app_from_env`, the factory uvicorn's worker processes call
+MAX_ITEMS = 10_000                 # listings per request: ~15 s of CPU for the default model on one core
+MAX_BODY_BYTES = 20 * 1024 * 1024  # 10,000 listings at 2 KB (train.csv: mean 0.9 KB, longest 6.2 KB)
+MAX_TEXT_CHARS = 100_000           # one catalog_content: 16x the longest in train.csv (6,192 characters)
+MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed back
+MAX_BATCH_ROWS = 32                # merge concurrent requests up to this many rows per model call (~0.1 s)
+MAX_ERRORS_SHOWN = 5               # validation errors spelled out in one message
+WARM_UP_LISTING = "Item Name: Warm-up Coffee Beans, 12 Ounce (Pack of 2)\nValue: 24.0\nUnit: Ounce\n"
+
+
+# --- request and response bodies ---------------------------------------------------------------
+
+class Listing(BaseModel):
+    """One listing to price; other catalog columns (image_link, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sample_id: str = Field(strict=True, min_length=1, max_length=MAX_ID_CHARS, description="echoed back")
+    catalog_content: str = Field(strict=True, max_length=MAX_TEXT_CHARS,
+                                 description="Item Name / Bullet Point / Value / Unit lines; blank still gets a price")
+
+
+class PredictRequest(BaseModel):
+    """The listings to price, 1 to MAX_ITEMS of them."""
+
+    items: list[Listing] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class Prediction(BaseModel):
+    """A price for one listing."""
+
+    sample_id: str
+    price: float = Field(gt=0, description="finite, > 0, within the training price range")
+
+
+class PredictResponse(BaseModel):
+    """Predictions in the order of the request's items."""
+
+    predictions: list[Prediction]
+
+
+class ModelInfo(BaseModel):
+    """What the server is serving; null where the model directory does not record it."""
+
+    preset: str
+    kind: str
+    format_version: int
+    smartprice_version: str | None
+    training_rows: int | None
+    fit_date: str | None = Field(description="when the model was saved (ISO 8601, UTC)")
+    validation: dict[str, Any] | None
+    limits: dict[str, int]
+
+
+# --- merging concurrent requests ------------------------------------------------------------------
+
+class Coalescer:
+    """Run small requests that arrive while a model call is busy together, in one call.
+
+    The default model costs ~30 ms for one listing and ~50 ms for eight (fixed costs per call:
+    a sparse transpose, sklearn's input checks), so with eight clients merging multiplies
+    single-listing throughput. One merged call runs at a time; requests of MAX_BATCH_ROWS rows
+    or more skip the queue. Predictions of different rows are independent, so a merged call
+    returns the same prices; if it fails, each request is retried alone so one cannot fail others.
+    """
+
+    def __init__(self, predict: Callable[[list[str]], np.ndarray], max_rows: int = MAX_BATCH_ROWS) -> None:
+        self.predict = predict
+        self.max_rows = max_rows
+        self._waiting: deque[tuple[list[str], asyncio.Future]] = deque()
+        self._runner: asyncio.Task | None = None
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:
+        """Prices for `texts`, computed in the thread pool (alone or merged with other requests)."""
+        if len(texts) >= self.max_rows:
+            return await run_in_threadpool(self.predict, texts)
+        loop = asyncio.get_running_loop()
+        if self._runner is not None and self._runner.get_loop() is not loop:
+            self._waiting.clear()  # an earlier event loop (a test client's) has gone: start afresh
+            self._runner = None
+        future = loop.create_future()
+        self._waiting.append((texts, future))
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._run())
+        return await future
+
+    async def _run(self) -> None:
+        while self._waiting:
+            batch = [self._waiting.popleft()]
+            rows = len(batch[0][0])
+            while self._waiting and rows + len(self._waiting[0][0]) <= self.max_rows:
+                rows += len(self._waiting[0][0])
+                batch.append(self._waiting.popleft())
+            try:
+                prices = await run_in_threadpool(self.predict, [t for texts, _ in batch for t in texts])
+            except Exception as exc:
+                if len(batch) == 1:
+                    _settle(batch[0][1], exc)
+                    continue
+                for texts, future in batch:  # find the request that fails; the others still get prices
+                    try:
+                        _settle(future, await run_in_threadpool(self.predict, texts))
+                    except Exception as alone:
+                        _settle(future, alone)
+                continue
+            start = 0
+            for texts, future in batch:
+                _settle(future, prices[start:start + len(texts)])
+                start += len(texts)
+
+
+def _settle(future: asyncio.Future, outcome: np.ndarray | BaseException) -> None:
+    """Resolve a request's future unless its client has gone (the future was cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+# --- the model ------------------------------------------------------------------------------------
+
+def _tune_for_serving(predictor: PricePredictor) -> None:
+    """Make the CPU model cheap per call; prices stay identical (tests compare them with PricePredictor's).
+
+    - preset threads=1: no forked level-1 workers (unsafe in a threaded server, module docstring)
+      and no LightGBM thread team per call (measured on 2 cores: ~10-20 ms to start 2 threads
+      against ~0.2 ms to score one row on one). A server's parallelism is requests and --workers.
+    - the neighbour table is stored column-major, so the `matrix_.T` that every KnnStats.transform
+      multiplies by is already row-major: scipy otherwise converts the whole table on each call
+      (~11 ms, a third of a one-listing request). This belongs in gbm.py; until then it is done here.
+    """
+    model = predictor.model_
+    for part in (model, getattr(model, "cpu_", None)):  # the cpu preset, or the CPU half of a blend
+        preset = getattr(part, "preset", None)
+        if dataclasses.is_dataclass(preset) and getattr(preset, "threads", 1) != 1:
+            part.preset = dataclasses.replace(preset, threads=1)
+        knn = getattr(part, "knn_", None)
+        matrix = getattr(knn, "matrix_", None)
+        if sp.issparse(matrix) and matrix.format == "csr":
+            knn.matrix_ = matrix.tocsc()
+
+
+def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
+    """Load a model directory, score one listing, and describe it; ModelDirError says what is wrong."""
+    model_dir = Path(model_dir)
+    saved = read_config(model_dir)  # missing / truncated / foreign directories: its own messages
+    try:
+        predictor = PricePredictor.load(model_dir)
+        _tune_for_serving(predictor)
+        prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING]}))  # loads LightGBM now, not on a request
+        if not (len(prices) == 1 and np.isfinite(prices).all() and (prices > 0).all()):
+            raise ValueError(f"a test listing was priced {prices!r}")
+    except ModelDirError:
+        raise
+    except Exception as exc:  # a damaged artefact can fail in numpy, LightGBM, torch ...
+        raise ModelDirError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {exc})") from None
+    return predictor, _model_info(model_dir, saved, predictor)
+
+
+def _model_info(model_dir: Path, saved: dict[str, Any], predictor: PricePredictor) -> dict[str, Any]:
+    """GET /model's body from config.json; fields the directory does not record are None."""
+    fit_info = saved.get("fit_info") or {}
+    state = saved.get("model_state") or {}
+    rows = fit_info.get("training_rows")
+    if rows is None and "knn_shape" in state:  # cpu models saved before fit_info: the neighbour table's rows
+        rows = state["knn_shape"][0]
+    fit_date = fit_info.get("fit_date")
+    if fit_date is None:  # config.json is written last by save(), right after fitting
+        fit_date = datetime.fromtimestamp((model_dir / CONFIG_NAME).stat().st_mtime, tz=timezone.utc).isoformat()
+    validation = fit_info.get("validation") or state.get("valid_scores")
+    return {"preset": str(saved["preset"]), "kind": predictor.config_.kind, "format_version": int(saved["format_version"]),
+            "smartprice_version": saved.get("smartprice_version"), "training_rows": rows, "fit_date": fit_date,
+            "validation": validation,
+            "limits": {"max_items": MAX_ITEMS, "max_body_bytes": MAX_BODY_BYTES, "max_text_chars": MAX_TEXT_CHARS,
+                       "max_id_chars": MAX_ID_CHARS}}
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+def _where(loc: tuple) -> str:
+    """("body", "items", 3, "catalog_content") -> "items[3].catalog_content"."""
+    text = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "request body"
+
+
+def describe_errors(errors: list[dict[str, Any]]) -> tuple[int, str]:
+    """Status and one message for pydantic/JSON errors: 400 for malformed JSON, else 422."""
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        position = first.get("loc", ("body", "?"))[-1]
+        return 400, f"malformed JSON at character {position}: {first.get('ctx', {}).get('error', 'cannot parse')}"
+    if first.get("loc") == ("body",) and first.get("type") == "missing":
+        return 422, 'request body is empty; send JSON like {"items": [{"sample_id": "1", "catalog_content": "..."}]}'
+    messages = []
+    for error in errors[:MAX_ERRORS_SHOWN]:
+        where = _where(tuple(error.get("loc", ())))
+        kind = error.get("type", "")
+        if kind in ("too_short", "too_long") and where == "items":
+            messages.append(f"items: send 1 to {MAX_ITEMS:,} listings, got {_count(error)}")
+        elif kind == "string_unicode":
+            messages.append(f"{where}: contains an unpaired surrogate escape (\\ud800-\\udfff); send valid Unicode")
+        elif kind == "missing":
+            messages.append(f"{where}: required field is missing")
+        elif kind in ("string_type", "model_attributes_type", "model_type", "dict_type", "list_type"):
+            expected = {"string_type": "a string", "list_type": "a list"}.get(kind, "a JSON object")
+            messages.append(f"{where}: must be {expected}, got {_json_type(error.get('input'))}")
+        else:
+            messages.append(f"{where}: {error.get('msg', 'invalid')}")
+    more = len(errors) - MAX_ERRORS_SHOWN
+    return 422, "; ".join(messages) + (f"; and {more} more errors" if more > 0 else "")
+
+
+def _count(error: dict[str, Any]) -> str:
+    """How many items a too_short/too_long error saw."""
+    return f"{error.get('ctx', {}).get('actual_length', '?'):,}"
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    status, message = describe_errors(list(exc.errors()))
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own errors, with the cause spelled out where it hides one (a body nested too deeply)."""
+    detail = exc.detail
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        detail = f"cannot parse the body as JSON ({exc.__cause__})"
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    return JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)
+
+
+# --- ASGI middleware: the request log and the body guard ------------------------------------------
+
+class RequestLog:
+    """One log line per request: method, path, status, items priced, latency."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # if the app fails before it responds
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            items = scope.get("state", {}).get("items")
+            log.info("%s %s %d%s %.1f ms", scope["method"], scope["path"], status,
+                     f" {items} items" if items is not None else "", (time.perf_counter() - started) * 1000)
+
+
+class BodyGuard:
+    """Refuse bodies that are too large, not JSON or not UTF-8 before anything parses them.
+
+    The size is checked on Content-Length, then counted while the body streams in (a chunked
+    or lying client is stopped at the limit); the accepted body is then handed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        problem = _content_type_problem(headers.get("content-type"))
+        if problem:
+            await _refuse(scope, receive, send, 415, problem)
+            return
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status, why = (400, f"Content-Length {declared!r} is not a number") if not declared.isdigit() else \
+                (413, f"body of {int(declared):,} bytes is over the limit of {self.max_bytes:,} bytes")
+            await _refuse(scope, receive, send, status, why)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client has gone: nobody to answer
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                await _refuse(scope, receive, send, 413, f"body is over the limit of {self.max_bytes:,} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            await _refuse(scope, receive, send, 400, f"body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8")
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()  # after the body: wait for the client to disconnect, as the server would
+            delivered = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _content_type_problem(value: str | None) -> str | None:
+    """Why a Content-Type is not acceptable for a JSON body, or None if it is."""
+    if value is None:
+        return "Content-Type must be application/json (the request has none)"
+    media, _, params = value.partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        return f"Content-Type must be application/json, got {value!r}"
+    charset = next((p.split("=", 1)[1].strip().strip('"').lower() for p in params.split(";")
+                    if p.strip().lower().startswith("charset=")), "utf-8")
+    if charset not in ("utf-8", "utf8"):
+        return f"JSON bodies must be UTF-8, got charset {charset!r}"
+    return None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
+    await JSONResponse({"detail": message}, status_code=status)(scope, receive, send)
+
+
+# --- the app --------------------------------------------------------------------------------------
+
+def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -> FastAPI:
+    """The pricing API for one model directory, loaded now (a bad directory raises ModelDirError here).
+
+    `max_batch_rows` caps how many rows concurrent small requests are merged into (1: never merge).
+    Mount the result in any ASGI server; it needs no lifespan events.
+    """
+    predictor, info = load_model(model_dir)
+
+    def predict_texts(texts: list[str]) -> np.ndarray:
+        prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: texts}))
+        if not (len(prices) == len(texts) and np.isfinite(prices).all() and (prices > 0).all()):
+            raise RuntimeError(f"the model returned {len(prices)} prices for {len(texts)} listings, or one not finite > 0")
+        return prices
+
+    coalesce = Coalescer(predict_texts, max_rows=max_batch_rows)
+    app = FastAPI(title="smartprice", summary="Price product listings from their catalog text.",
+                  version=str(info.get("smartprice_version") or "unknown"))
+    app.state.predictor, app.state.info = predictor, info
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(BodyGuard)
+    app.add_middleware(RequestLog)  # added last = outermost: refused requests are logged too
+
+    errors = {status: {"description": why, "content": {"application/json": {"example": {"detail": "what is wrong"}}}}
+              for status, why in ((400, "malformed JSON, bad Content-Length or non-UTF-8 body"),
+                                  (413, f"body over {MAX_BODY_BYTES:,} bytes"), (415, "not application/json"),
+                                  (422, "missing or non-string field, 0 or too many items, a field too long"))}
+
+    @app.post("/predict", response_model=PredictResponse, responses=errors)
+    async def predict(body: PredictRequest, request: Request) -> PredictResponse:
+        """Prices for 1 to 10,000 listings, in the order given."""
+        request.state.items = len(body.items)
+        try:
+            prices = await coalesce([item.catalog_content for item in body.items])
+        except Exception:
+            log.exception("prediction failed for a request of %d listings", len(body.items))
+            raise HTTPException(500, "internal error while predicting; the server logged it") from None
+        return PredictResponse(predictions=[Prediction(sample_id=item.sample_id, price=float(price))
+                                            for item, price in zip(body.items, prices)])
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """Liveness: answers while predictions run (they run in worker threads)."""
+        return {"status": "ok"}
+
+    @app.get("/model", response_model=ModelInfo)
+    async def model() -> dict[str, Any]:
+        """The served model: preset, format version, training rows, fit date, validation figures."""
+        return info
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app for the model directory in $SMARTPRICE_MODEL: uvicorn's factory in each worker process."""
+    model_dir = os.environ.get(MODEL_ENV)
+    if not model_dir:
+        raise ModelDirError(f"${MODEL_ENV} is not set; it names the model directory to serve")
+    return create_app(model_dir)
+
+
+def uvicorn_log_config(level: int) -> dict[str, Any]:
+    """uvicorn's logging config plus this package's logger (applied again in every worker process)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["smartprice"] = {"format": "%(asctime)s %(levelname)s %(message)s", "datefmt": "%H:%M:%S"}
+    config["handlers"]["smartprice"] = {"class": "logging.StreamHandler", "formatter": "smartprice",
+                                        "stream": "ext://sys.stderr"}
+    config["loggers"]["smartprice"] = {"handlers": ["smartprice"], "level": logging.getLevelName(level), "propagate": False}
+    for name in ("uvicorn", "uvicorn.error"):
+        config["loggers"].setdefault(name, {})["level"] = logging.getLevelName(max(level, logging.INFO))
+    return config
+
+
+def run(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+        log_level: int = logging.INFO) -> None:
+    """Serve until SIGINT/SIGTERM, letting in-flight requests finish; a bad model raises before listening."""
+    import uvicorn
+
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: need at least 1")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: must be 0..65535")
+    options = {"host": host, "port": port, "log_config": uvicorn_log_config(log_level), "access_log": False}
+    if workers == 1:
+        uvicorn.run(create_app(model_dir), **options)  # loads and checks the model before a socket opens
+        return
+    check_in_child(model_dir)  # each worker loads its own copy; the supervisor stays small
+    os.environ[MODEL_ENV] = str(Path(model_dir).resolve())
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+
+
+def check_in_child(model_dir: str | Path) -> None:
+    """Load the model in a spawned process and raise its ModelDirError here (keeps ~300 MB out of this one)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    read_config(model_dir)  # a missing or truncated directory is found without starting a process
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        problem = pool.submit(_load_problem, str(model_dir)).result()
+    if problem:
+        raise ModelDirError(problem)
+
+
+def _load_problem(model_dir: str) -> str | None:
+    """Why `load_model` fails for a directory, or None (runs in check_in_child's process)."""
+    try:
+        load_model(model_dir)
+    except ModelDirError as exc:
+        return str(exc)
+    return None
