@@ -59,13 +59,16 @@ def explain_listings(model: Any, texts: Sequence[str], to_price: Callable[[np.nd
     texts = list(texts)
     if not texts:
         return []
-    log_price = np.asarray(model.predict(texts), dtype=float)
-    prices = to_price(log_price)
     cpu, notes = cpu_part(model)
+    contributions, names = None, []
+    if cpu is model:  # the CPU stack: prediction and contributions (n, features + 1, bias last) from one parse
+        log_price, contributions, names = model.contributions(texts)
+    else:
+        log_price = np.asarray(model.predict(texts), dtype=float)
+    prices = to_price(log_price)
     neighbours = nearest_listings(cpu, texts, k) if cpu is not None else None
     if cpu is not None and neighbours is None:
         notes.append(NO_LISTINGS)
-    contributions, names = model.contributions(texts) if cpu is model else (None, [])  # (n, features + 1), bias last
     out = []
     for i, text in enumerate(texts):
         entry: dict[str, Any] = {

@@ -278,14 +278,17 @@ class GbmStack:
             sims[start:start + chunk] = np.take_along_axis(block, top, axis=1)
         return index, sims
 
-    def contributions(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-        """LightGBM's per-feature contributions (n, features + 1) to log1p(price); the last column is the bias.
+    def contributions(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Predicted log1p(price) (n,) and LightGBM's per-feature contributions to it (n, features + 1), with names.
 
-        Each row sums to the model's log prediction. Names come from the booster, so they follow its features.
+        The last column is the bias; each row sums to the prediction. Both come from one parse of the
+        texts. Names are read from the booster, so they follow whatever features it was trained on.
         """
         booster = self._booster()
-        values = booster.predict(self._dense(texts), pred_contrib=True, num_threads=self.preset.threads)
-        return np.asarray(values, dtype=np.float64), [*booster.feature_name(), "bias"]
+        dense = self._dense(texts)
+        log_price = booster.predict(dense, num_threads=self.preset.threads)
+        values = booster.predict(dense, pred_contrib=True, num_threads=self.preset.threads)
+        return np.asarray(log_price, dtype=np.float64), np.asarray(values, dtype=np.float64), [*booster.feature_name(), "bias"]
 
     def feature_importance(self) -> dict[str, float]:
         """Total LightGBM gain per feature, largest first."""
