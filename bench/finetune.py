@@ -118,7 +118,7 @@ def main() -> None:
 
     if not args.skip_blend:
         started = time.perf_counter()
-        model = PricePredictor("blend", fusion_sets=f"epochs={args.epochs};progress=false").fit(train_frame)
+        model = PricePredictor("blend", **{"fusion.epochs": args.epochs, "fusion.progress": False}).fit(train_frame)
         fit_s = time.perf_counter() - started
         blend = model.model_
         holdout_texts = holdout.catalog_content.tolist()

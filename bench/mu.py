@@ -1,5 +1,6 @@
 """MU benchmark (CPU), all in one run; last line is one JSON object.
 
+0. the parameter count at the test preset's shapes (6 layers, seq 128) and vocabulary 50,000;
 1. training tokens/s (forward, backward, AdamW) of the fused and literal block attentions at the
    test preset's shapes (batch 8, seq 128, 6 layers), vocabulary 256 and 50,000;
 2. tokens/s of the output projection + cross-entropy (+ its AdamW step) alone at 50,000: a bound;
@@ -120,6 +121,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     results: dict = {"threads": torch.get_num_threads()}
+    params = MU(MUConfig(vocab_size=50_000, n_layers=LAYERS, max_seq_len=SEQ)).num_parameters()
+    results["parameters_test_preset_vocab50k"] = params
+    print(f"parameters:   {params:,} (test preset: {LAYERS} layers, seq {SEQ}, vocab 50,000)", flush=True)
 
     small = layer_throughput(256, args.steps * 3)
     results["layers_vocab256"] = small | {"fused_vs_literal": small["fused"] / small["literal"]}

@@ -1,24 +1,55 @@
-"""`mu train | eval | generate`. User errors exit 2 with one line on stderr."""
+"""`mu train | eval | generate | presets`. User errors exit 2 with one line on stderr.
+
+Every command needs the `nn` extra (torch and friends); `--help` and `--version` do not. This
+module imports none of it at import time, so on a base install each command answers with one
+line that says what to install instead of an import traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
 from collections.abc import Sequence
 
+from trainloop.about import NN_INSTALL, __version__
+
+NEEDS = ("torch", "accelerate", "safetensors", "tokenizers", "tqdm")  # what mu imports from the nn extra
+
+
+def missing_module() -> str | None:
+    """The first module mu needs that cannot be found, else None; finds modules without importing them."""
+    for name in NEEDS:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a finder that refuses it, or a half-removed package
+            return name
+    return None
+
+
+def nn_message(missing: str) -> str:
+    """The one line a user without the nn extra sees."""
+    return f"mu needs the nn extra ({missing} is not installed): {NN_INSTALL}"
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mu", description="MU block-wise semantic attention language model.")
+    """The argument parser; building it and `--help` import nothing of the nn extra."""
+    missing = missing_module()
+    parser = argparse.ArgumentParser(prog="mu", description="MU block-wise semantic attention language model.",
+                                     epilog=f"note: {nn_message(missing)}" if missing else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # the note on one line
+    parser.add_argument("--version", action="version", version=f"mu (smartprice {__version__})")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a tokenizer and an MU model on text files")
     train.add_argument("--train", nargs="+", required=True, help="training text files (or hf:wikitext-2-raw-v1:train)")
     train.add_argument("--valid", nargs="*", default=[], help="validation text files, scored every epoch")
     train.add_argument("--out", required=True, help="model directory (checkpoints, tokenizer, weights)")
-    train.add_argument("--preset", default="test", help="test (6 layers, seq 128) or full (24 layers, seq 256)")
+    train.add_argument("--preset", default="test", help="preset name (default: test); 'mu presets' lists them")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any preset field, e.g. --set n_layers=2 --set epochs=1")
+                       help="override any preset field, e.g. --set n_layers=2 --set epochs=1 ('mu presets NAME' lists them)")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     evaluate = commands.add_parser("eval", help="loss, token accuracy and perplexity on a text file")
     evaluate.add_argument("model", help="model directory written by 'mu train'")
@@ -32,35 +63,72 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-p", type=float, default=0.9, help="1 = off")
     gen.add_argument("--repetition-penalty", type=float, default=1.2, help="1 = off")
     gen.add_argument("--seed", type=int, default=None)
+    presets = commands.add_parser("presets", help="list the presets, or show one preset's fields, values and reasons")
+    presets.add_argument("name", nargs="?", help="a preset to show field by field")
     return parser
 
 
+def _train(args: argparse.Namespace) -> None:
+    from trainloop.overrides import parse_sets
+
+    from .train import resolve, train_mu
+
+    preset = resolve(args.preset, parse_sets(args.sets))
+    result = train_mu(args.train, args.valid, args.out, preset, resume=args.resume)
+    print(json.dumps(result.history[-1] if result.history else {}))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .data import encode_corpus, read_lines
+    from .train import eval_windows, evaluate, load_model
+
+    model, tokenizer = load_model(args.model)
+    ids = encode_corpus(tokenizer, read_lines(args.file))
+    print(json.dumps(evaluate(model, eval_windows(ids, model.config.max_seq_len))))
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from .generate import generate
+    from .train import load_model
+
+    model, tokenizer = load_model(args.model)
+    ids = generate(model, tokenizer.encode(args.prompt).ids, args.max_new_tokens, args.temperature, args.top_k,
+                   args.top_p, args.repetition_penalty, args.seed)
+    print(args.prompt + tokenizer.decode(ids))
+
+
+def _presets(args: argparse.Namespace) -> None:
+    from trainloop.describe import NEEDS_NN, render_preset, render_presets
+
+    from . import train  # the preset table lives beside the code that reads it
+
+    def needs(_preset: object) -> str:
+        return NEEDS_NN
+
+    if args.name:
+        print(render_preset(train, args.name, needs, "mu"))
+    else:
+        print(render_presets(train, needs, "mu", default="test", with_kind=False))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `mu` command; 0 on success, 2 with one line on stderr for a user error."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
+    missing = missing_module()
+    if missing:
+        print(f"mu: error: {nn_message(missing)}", file=sys.stderr)
+        return 2
+    handlers = {"train": _train, "eval": _eval, "generate": _generate, "presets": _presets}
     try:
-        from trainloop.overrides import parse_sets
-
-        from .train import eval_windows, evaluate, load_model, resolve, train_mu
-
-        if args.command == "train":
-            preset = resolve(args.preset, parse_sets(args.sets))
-            result = train_mu(args.train, args.valid, args.out, preset, resume=args.resume)
-            print(json.dumps(result.history[-1] if result.history else {}))
-        elif args.command == "eval":
-            from .data import encode_corpus, read_lines
-
-            model, tokenizer = load_model(args.model)
-            ids = encode_corpus(tokenizer, read_lines(args.file))
-            print(json.dumps(evaluate(model, eval_windows(ids, model.config.max_seq_len))))
-        else:
-            from .generate import generate
-
-            model, tokenizer = load_model(args.model)
-            ids = generate(model, tokenizer.encode(args.prompt).ids, args.max_new_tokens, args.temperature, args.top_k,
-                           args.top_p, args.repetition_penalty, args.seed)
-            print(args.prompt + tokenizer.decode(ids))
+        handlers[args.command](args)
+    except ModuleNotFoundError as exc:  # found above but failing to import, e.g. a broken torch install
+        root = (exc.name or "").split(".")[0]
+        if root not in NEEDS:
+            raise
+        print(f"mu: error: {nn_message(root)}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"mu: error: {exc}", file=sys.stderr)
         return 2

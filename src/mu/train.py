@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from smartprice.about import __version__, newer_version_note
 from trainloop import LoopConfig, TrainResult, train
+from trainloop.about import __version__, newer_version_note
 from trainloop.overrides import apply_overrides
 
 from .data import TokenWindows, collate, encode_corpus, read_lines

@@ -1,8 +1,29 @@
-"""smartprice: predict a product's price from its catalog listing."""
+"""smartprice: predict a product's price from its catalog listing.
 
-from .catalog import CatalogError, read_catalog
-from .metrics import smape, smape_report
-from .predictor import PricePredictor
+The API's names are loaded on first use (PEP 562), so importing a submodule (`smartprice.presets`
+for `smartprice presets`) does not load pandas and the model stack first.
+"""
 
-__all__ = ["CatalogError", "PricePredictor", "read_catalog", "smape", "smape_report"]
-__version__ = "0.1.0"
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trainloop.about import __version__
+
+if TYPE_CHECKING:
+    from .catalog import CatalogError, read_catalog
+    from .metrics import smape, smape_report
+    from .predictor import PricePredictor
+
+__all__ = ["CatalogError", "PricePredictor", "__version__", "read_catalog", "smape", "smape_report"]
+_HOMES = {"CatalogError": "catalog", "read_catalog": "catalog", "smape": "metrics", "smape_report": "metrics",
+          "PricePredictor": "predictor"}  # name -> the module that defines it
+
+
+def __getattr__(name: str) -> Any:
+    """`smartprice.PricePredictor` etc.: import the defining module when the name is first asked for."""
+    if name in _HOMES:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module 'smartprice' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .metrics import smape
-from .presets import BlendPreset, preset_from_dict, preset_to_dict, resolve_preset
+from .presets import BlendPreset, inner_overrides, preset_from_dict, preset_to_dict, resolve_preset
 
 log = logging.getLogger(__name__)
 WEIGHTS = np.linspace(0.0, 1.0, 21)  # candidate weights of the fusion model, steps of 0.05
@@ -35,14 +35,14 @@ class Blend:
 
     def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> Blend:
         texts = list(texts)
-        sets = dict(pair.split("=", 1) for pair in self.preset.fusion_sets.split(";") if pair.strip())
-        fusion_config = resolve_preset(self.preset.fusion_preset, {**sets, "valid_fraction": self.preset.valid_fraction})
+        fusion_sets = {**inner_overrides(self.preset, "fusion"), "valid_fraction": self.preset.valid_fraction}
+        fusion_config = resolve_preset(self.preset.fusion_preset, fusion_sets)
         self.fusion_ = _model(fusion_config).fit(texts, y, work_dir=work_dir, resume=resume)
         valid = self.fusion_.valid_rows_
         if len(valid) == 0:
             raise ValueError("blend: too few training rows to hold any out for the blend weight")
         train = np.setdiff1d(np.arange(len(texts)), valid)
-        cpu_config = resolve_preset(self.preset.cpu_preset)
+        cpu_config = resolve_preset(self.preset.cpu_preset, inner_overrides(self.preset, "cpu"))
         cpu_valid = _model(cpu_config).fit([texts[i] for i in train], y[train]).predict([texts[i] for i in valid])
         fusion_valid = self.fusion_.valid_pred_
         scores = [smape(np.expm1((1 - w) * cpu_valid + w * fusion_valid), np.expm1(y[valid])) for w in WEIGHTS]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from trainloop.about import __version__
 from trainloop.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
 
 from .catalog import CatalogError, read_catalog
@@ -27,6 +28,7 @@ log = logging.getLogger("smartprice")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartprice", description="Predict product prices from catalog listings.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    parser.add_argument("--version", action="version", version=f"smartprice {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="fit a model on a labelled catalog and save it")
@@ -36,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"model preset (default: {DEFAULT_PRESET})")
     train.add_argument("--valid", type=Path, help="labelled catalog to score after fitting (never used to fit)")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset field, e.g. --set trees=500 (repeatable; unknown keys are an error)")
+                       help="override a preset field, e.g. --set trees=500, or a blend's inner preset's, e.g. "
+                            "--set fusion.epochs=2 (repeatable; unknown keys are an error; "
+                            "'smartprice presets NAME' lists the fields)")
     train.add_argument("--resume", action="store_true",
                        help="neural presets: continue from the last epoch checkpoint in OUT.work/")
     train.add_argument("--strict", action="store_true",
@@ -73,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
     serve.add_argument("--workers", type=int, default=1, help="worker processes, each loading the model (default: 1)")
+
+    presets = commands.add_parser("presets", help="list the presets, or show one preset's fields, values and reasons")
+    presets.add_argument("name", nargs="?", help="a preset to show field by field")
     return parser
 
 
@@ -163,6 +170,46 @@ def _serve(args: argparse.Namespace) -> None:
         log_level=logging.WARNING if args.quiet else logging.INFO)
 
 
+def _presets(args: argparse.Namespace) -> None:
+    from trainloop.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
+
+    from . import presets
+
+    def smartprice_needs(preset: object) -> str:  # the CPU family runs on the base install, the others on torch
+        return NEEDS_BASE if getattr(preset, "kind", "") == "cpu" else NEEDS_NN
+
+    if args.name:
+        print(render_preset(presets, args.name, smartprice_needs, "smartprice"))
+    else:
+        print(render_presets(presets, smartprice_needs, "smartprice", default=DEFAULT_PRESET))
+
+
+def _report(args: argparse.Namespace) -> None:
+    from .predictor import PricePredictor
+    from .report import require_matplotlib, write_report
+
+    require_matplotlib()  # before any work: the one-line error says how to install it
+    model = PricePredictor.load(args.model)
+    write_report(model, read_catalog(args.labelled, labelled=True), args.out, json_path=args.json, source=str(args.labelled))
+    print(f"report written to {args.out}" + (f" (figures as JSON: {args.json})" if args.json else ""))
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .explain import format_explanation
+    from .predictor import PricePredictor
+    from .stream import iter_catalog
+
+    if args.rows < 1:
+        raise ValueError(f"--rows must be at least 1, got {args.rows}")
+    model = PricePredictor.load(args.model)
+    frame = next(iter_catalog(args.input, chunk_rows=args.rows))  # only the first N rows are read
+    explanations = model.explain(frame, k=args.neighbours)
+    if args.json:
+        print(json.dumps(explanations, indent=2))
+        return
+    print("\n\n".join(format_explanation(entry) for entry in explanations))
+
+
 def _report(args: argparse.Namespace) -> None:
     from .predictor import PricePredictor
     from .report import require_matplotlib, write_report
@@ -193,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
-    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "serve": _serve,
+    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "presets": _presets, "serve": _serve,
                 "report": _report, "explain": _explain}
     try:
         handlers[args.command](args)

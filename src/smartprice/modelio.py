@@ -1,5 +1,8 @@
 """Model directories: a JSON config with a format version, artefacts beside it, atomic writes.
 
+The config also records the smartprice version that wrote it; loading a model written by a newer
+version warns (it usually still loads) rather than failing.
+
 A model is written into a fresh temporary directory next to the target and renamed into
 place only when complete, so a crash mid-save never destroys the previous model.
 """
@@ -7,6 +10,7 @@ place only when complete, so a crash mid-save never destroys the previous model.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -15,6 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from trainloop.about import __version__, newer_version_note
+
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 
@@ -50,7 +57,7 @@ def write_config(directory: Path, config: dict[str, Any]) -> None:
     """Write config.json last, recording every artefact's size so truncation is detected on load."""
     files = {p.relative_to(directory).as_posix(): p.stat().st_size for p in sorted(directory.rglob("*"))
              if p.is_file() and p.name != CONFIG_NAME}
-    payload = {"format_version": FORMAT_VERSION, **config, "files": files}
+    payload = {"format_version": FORMAT_VERSION, "smartprice_version": __version__, **config, "files": files}
     (directory / CONFIG_NAME).write_text(json.dumps(payload, indent=2, sort_keys=True))
 
 
@@ -66,8 +73,11 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{path}: damaged config ({exc})") from None
+    newer = newer_version_note(config.get("smartprice_version"), f"model {directory}")  # None in older models
     version = config.get("format_version")
     if version != FORMAT_VERSION:
+        if newer:
+            raise ModelDirError(f"{newer}; its format version {version!r} is not one this smartprice reads")
         raise ModelDirError(
             f"{directory}: model format version {version!r}, this smartprice reads version {FORMAT_VERSION}; "
             "retrain the model with this version"
@@ -80,4 +90,6 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             raise ModelDirError(
                 f"{directory}: incomplete model, {name} has {artefact.stat().st_size} bytes, expected {size}"
             )
+    if newer:
+        log.warning("%s", newer)
     return config

@@ -85,7 +85,7 @@ class BlendPreset:
     kind: str = "blend"
     cpu_preset: str = "cpu"               # the CPU stack
     fusion_preset: str = "minilm"         # the transformer
-    fusion_sets: str = ""                 # overrides of the fusion preset, "epochs=2;encoder=DIR"
+    inner: tuple = ()                     # the two presets' overrides, (("fusion.epochs", 2), ...): --set fusion.epochs=2
     valid_fraction: float = 0.15          # rows of train held out to fit the weight (both models refit on all)
     seed: int = 0
 
@@ -122,13 +122,64 @@ PRESETS: dict[str, Any] = {
     "blend": BlendPreset(),
 }
 DEFAULT_PRESET = "cpu"
+# What `smartprice presets` prints beside each preset: (purpose, rough cost). Values stay in PRESETS.
+PRESET_SUMMARIES: dict[str, tuple[str, str]] = {
+    "cpu": ("the default: TF-IDF ridge models + neighbour prices, stacked under LightGBM",
+            "seconds to fit train.csv on 2 cores (bench/pricing.py)"),
+    "cpu-fast": ("the CPU stack with fewer folds and trees", "less than cpu"),
+    "ultra": ("the seeds' largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
+    "fast": ("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy"),
+    "blazing": ("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),
+    "optimized": ("seed fusion model on DeBERTa-v3-small with focal SMAPE", "GPU; a small encoder, many epochs"),
+    "minilm": ("fine-tunes all-MiniLM-L6-v2, shipped offline; the transformer sized for a CPU",
+               "CPU-sized but far slower than cpu (bench/finetune.py)"),
+    "blend": ("a CPU and a fusion preset averaged in log space, the weight fitted on held-out rows",
+              "the fusion fit plus two CPU fits (bench/finetune.py)"),
+}
 
 
 def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
-    """Return preset `name` with `overrides` applied; unknown names and keys raise ValueError."""
+    """Return preset `name` with `overrides` applied; unknown names and keys raise ValueError.
+
+    A preset made of presets (the blend's `cpu_preset`, `fusion_preset`) also takes their fields as
+    `PREFIX.FIELD` (`fusion.epochs`, `cpu.trees`): checked against that preset, kept in `inner`.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-    return apply_overrides(PRESETS[name], overrides, f"preset {name!r}")
+    overrides = dict(overrides or {})
+    dotted = {key: overrides.pop(key) for key in list(overrides) if "." in key}
+    preset = apply_overrides(PRESETS[name], overrides, f"preset {name!r}")
+    return _with_inner(preset, name, dotted) if dotted else preset
+
+
+def _with_inner(preset: Any, name: str, dotted: Mapping[str, Any]) -> Any:
+    """Check `PREFIX.FIELD` overrides against the preset they reach; store them, converted, in `inner`."""
+    if not hasattr(preset, "inner"):  # no inner presets: the usual error, listing the valid fields
+        return apply_overrides(preset, dotted, f"preset {name!r}")
+    prefixes = [f.name[: -len("_preset")] for f in dataclasses.fields(preset) if f.name.endswith("_preset")]
+    by_prefix: dict[str, dict[str, Any]] = {}
+    for key, value in dotted.items():
+        prefix, _, field = key.partition(".")
+        by_prefix.setdefault(prefix, {})[field] = value
+    unknown = sorted(key for key in dotted if key.partition(".")[0] not in prefixes)
+    if unknown:
+        raise ValueError(f"unknown preset field(s) {', '.join(unknown)} for preset {name!r}; "
+                         f"its inner presets take {', '.join(f'{p}.FIELD' for p in prefixes)}")
+    pairs = dict(preset.inner)
+    for prefix, fields in by_prefix.items():
+        target = getattr(preset, f"{prefix}_preset")
+        if target not in PRESETS:
+            raise ValueError(f"unknown {prefix}_preset {target!r}; choose one of {', '.join(sorted(PRESETS))}")
+        label = f"preset {target!r} (--set {prefix}.FIELD=VALUE of preset {name!r})"
+        resolved = apply_overrides(PRESETS[target], {**inner_overrides(preset, prefix), **fields}, label)
+        pairs.update({f"{prefix}.{field}": getattr(resolved, field) for field in fields})
+    return dataclasses.replace(preset, inner=tuple(pairs.items()))
+
+
+def inner_overrides(preset: Any, prefix: str) -> dict[str, Any]:
+    """The overrides a preset holds for its inner preset `prefix`: {"epochs": 2} from ("fusion.epochs", 2)."""
+    return {key.partition(".")[2]: value for key, value in getattr(preset, "inner", ())
+            if key.partition(".")[0] == prefix}
 
 
 def encoder_location(name: str) -> str:
@@ -147,5 +198,13 @@ def preset_from_dict(data: Mapping[str, Any]) -> Any:
     cls = kinds.get(data.get("kind", ""))
     if cls is None:
         raise ValueError(f"unknown model kind {data.get('kind')!r} (known: {', '.join(sorted(kinds))})")
+    if data.get("fusion_sets"):  # written before `inner` existed: "epochs=2;max_length=96"
+        pairs = (pair.split("=", 1) for pair in data["fusion_sets"].split(";") if "=" in pair)
+        data = {**data, "inner": [[f"fusion.{k.strip()}", v.strip()] for k, v in pairs]}
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) else v for k, v in data.items() if k in fields})
+    return cls(**{k: _tuples(v) if isinstance(getattr(cls(), k), tuple) else v for k, v in data.items() if k in fields})
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists back to the tuples a frozen preset holds, nested ones included."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,220 @@
+"""What a newcomer meets on the command line: preset listings, versions, `mu` without torch, blend --set.
+
+Every check runs the CLI in a subprocess, as a user would; `mu` without torch runs with a meta-path
+finder that refuses `torch`, which is what a base install looks like to the import system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import re
+import subprocess
+import sys
+import textwrap
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES
+from smartprice import presets
+from trainloop.about import is_newer
+
+FAST = ["--set", "trees=60", "--set", "folds=3"]
+
+
+def run(*args: str, module: str = "smartprice", cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd)
+
+
+def source_comment(cls: type, field: str) -> str:
+    """The trailing comment of `field: type = value  # comment` in a preset class, read with a regex."""
+    match = re.search(rf"^\s+{field}: [^#\n]+#\s*(.*)$", inspect.getsource(cls), re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def row(output: str, field: str) -> str:
+    return next(line for line in output.splitlines() if line.split(" ", 1)[0] == field)
+
+
+# --- smartprice presets ---------------------------------------------------------------------------
+
+def test_presets_lists_every_preset_with_kind_needs_and_cost():
+    result = run("presets")
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split() == ["preset", "kind", "needs", "rough", "cost", "purpose"]
+    for name, preset in presets.PRESETS.items():
+        line = next(line for line in lines if line.split(" ", 1)[0] == name)
+        assert f" {preset.kind} " in line
+        assert ("base install" if preset.kind == "cpu" else "nn extra") in line
+    assert "(default)" in next(line for line in lines if line.startswith(presets.DEFAULT_PRESET + " "))
+
+
+@pytest.mark.parametrize("name", ["cpu", "minilm", "blend"])
+def test_preset_shows_every_field_value_and_reason(name):
+    result = run("presets", name)
+    assert result.returncode == 0, result.stderr
+    preset = presets.PRESETS[name]
+    for f in dataclasses.fields(preset):
+        line = row(result.stdout, f.name)
+        value = getattr(preset, f.name)
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) and value else str(value)
+        if not isinstance(value, bool) and value != ():
+            assert shown in line, (f.name, line)
+        comment = source_comment(type(preset), f.name)
+        if comment and value == f.default:
+            assert comment in line, (f.name, line)  # the reason is the table's own comment
+
+
+def test_preset_value_set_by_a_named_preset_gets_the_comment_on_its_line():
+    minilm = run("presets", "minilm").stdout
+    assert "bench/losses.py" in row(minilm, "loss")  # loss="l1",  # bench/losses.py
+    assert "set by this preset; default 256" in row(minilm, "max_length")
+    assert "--set fusion.FIELD=VALUE" in run("presets", "blend").stdout
+
+
+def test_unknown_preset_name_is_one_line():
+    result = run("presets", "nope")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"smartprice: error: unknown preset 'nope'; choose one of {', '.join(presets.PRESETS)}"
+
+
+# --- versions -------------------------------------------------------------------------------------
+
+def test_versions_come_from_the_package_metadata():
+    version = metadata.version("smartprice")
+    assert run("--version").stdout.strip() == f"smartprice {version}"
+    assert run("--version", module="mu").stdout.strip() == f"mu (smartprice {version})"
+
+
+@pytest.mark.parametrize("written, running, newer", [
+    ("0.1.0", "0.1.0", False), ("0.2.0", "0.1.0", True), ("0.10.0", "0.9.1", True), ("0.1.0rc1", "0.1.0", False),
+    ("1.0", "0+unknown", False), ("", "0.1.0", False),
+])
+def test_is_newer(written, running, newer):
+    assert is_newer(written, running) is newer
+
+
+@pytest.fixture(scope="module")
+def cpu_model(tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp("ux") / "model"
+    result = run("-q", "train", str(EXAMPLES / "train.csv"), "--out", str(model), *FAST)
+    assert result.returncode == 0, result.stderr
+    return model
+
+
+def test_model_records_its_version_and_a_newer_one_warns(cpu_model, tmp_path):
+    config = json.loads((cpu_model / "config.json").read_text())
+    assert config["smartprice_version"] == metadata.version("smartprice")
+    out = tmp_path / "p.csv"
+    quiet = run("-q", "predict", str(cpu_model), str(EXAMPLES / "test.csv"), "--out", str(out))
+    assert quiet.returncode == 0 and "newer" not in quiet.stderr
+
+    (cpu_model / "config.json").write_text(json.dumps({**config, "smartprice_version": "999.0"}))
+    try:
+        result = run("-q", "predict", str(cpu_model), str(EXAMPLES / "test.csv"), "--out", str(out))
+        assert result.returncode == 0, result.stderr  # a warning, not a failure
+        assert "written by smartprice 999.0, newer than this smartprice" in result.stderr
+        assert out.exists() and "Traceback" not in result.stderr
+    finally:
+        (cpu_model / "config.json").write_text(json.dumps(config))
+
+
+# --- blend: inner presets' fields as --set fusion.KEY / cpu.KEY -----------------------------------
+
+def test_blend_inner_keys_are_checked_through_the_cli(tmp_path):
+    train = ["train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--preset", "blend"]
+    bogus = run(*train, "--set", "fusion.bogus=1")
+    assert bogus.returncode == 2
+    assert "unknown preset field(s) bogus for preset 'minilm'" in bogus.stderr and "valid fields:" in bogus.stderr
+    assert "max_length" in bogus.stderr and "Traceback" not in bogus.stderr
+    prefix = run(*train, "--set", "gpu.epochs=1")
+    assert prefix.returncode == 2 and "cpu.FIELD, fusion.FIELD" in prefix.stderr
+    not_blend = run("train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--set", "fusion.epochs=2")
+    assert not_blend.returncode == 2 and "unknown preset field(s) fusion.epochs for preset 'cpu'" in not_blend.stderr
+    # valid inner keys pass the check, so the next error is the missing file
+    valid = run("train", "missing.csv", "--out", str(tmp_path / "m"), "--preset", "blend", "--set", "fusion.epochs=2",
+                "--set", "fusion.max_length=96", "--set", "cpu.trees=500", cwd=tmp_path)
+    assert valid.returncode == 2 and "missing.csv: file not found" in valid.stderr
+
+
+def test_blend_inner_overrides_are_typed_and_survive_json():
+    preset = presets.resolve_preset("blend", {"fusion.epochs": "2", "fusion.max_length": "96", "cpu.trees": "500"})
+    assert preset.inner == (("fusion.epochs", 2), ("fusion.max_length", 96), ("cpu.trees", 500))
+    assert presets.inner_overrides(preset, "fusion") == {"epochs": 2, "max_length": 96}
+    assert presets.preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
+
+
+def test_blend_config_written_with_fusion_sets_still_loads():
+    old = {"kind": "blend", "cpu_preset": "cpu", "fusion_preset": "minilm", "fusion_sets": "epochs=2;max_length=96",
+           "valid_fraction": 0.15, "seed": 0}
+    preset = presets.preset_from_dict(old)
+    assert presets.inner_overrides(preset, "fusion") == {"epochs": "2", "max_length": "96"}
+
+
+# --- mu -------------------------------------------------------------------------------------------
+
+# Runs `python -m mu ARGS` with torch hidden from the import system, as on a base install.
+WITHOUT_TORCH = textwrap.dedent("""
+    import runpy, sys
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "torch":
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+
+    sys.meta_path.insert(0, NoTorch())
+    sys.argv = ["mu", *sys.argv[1:]]
+    runpy.run_module("mu", run_name="__main__", alter_sys=True)
+""")
+
+
+def run_mu_without_torch(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True)
+
+
+def test_mu_help_and_version_without_torch():
+    result = run_mu_without_torch("--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: mu" in result.stdout and "presets" in result.stdout
+    note = [line for line in result.stdout.splitlines() if "nn extra" in line]
+    assert note == ["note: mu needs the nn extra (torch is not installed): pip install torch==2.13.0 && "
+                    "pip install 'smartprice[nn]'"]
+    assert run_mu_without_torch("--version").stdout.startswith("mu (smartprice ")
+
+
+@pytest.mark.parametrize("args", [["train", "--train", "a.txt", "--out", "m"], ["presets"], ["eval", "m", "a.txt"]])
+def test_mu_commands_without_torch_say_what_to_install(args):
+    result = run_mu_without_torch(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("mu: error: mu needs the nn extra (torch is not installed): "
+                                     "pip install torch==2.13.0 && pip install 'smartprice[nn]'")
+
+
+def test_importing_mu_cli_does_not_import_torch():
+    code = "import sys, mu, mu.cli; mu.cli.build_parser(); print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_mu_presets_read_the_table():
+    pytest.importorskip("torch")
+    from mu import train as mu_train
+
+    listing = run("presets", module="mu")
+    assert listing.returncode == 0, listing.stderr
+    for name in mu_train.PRESETS:
+        assert any(line.split(" ", 1)[0] == name for line in listing.stdout.splitlines())
+    full = run("presets", "full", module="mu")
+    assert full.returncode == 0, full.stderr
+    for f in dataclasses.fields(mu_train.PRESETS["full"]):  # fields added to MUPreset show up unasked
+        line = row(full.stdout, f.name)
+        comment = source_comment(type(mu_train.PRESETS["full"]), f.name)
+        if comment and getattr(mu_train.PRESETS["full"], f.name) == f.default:
+            assert comment in line
+    assert "set by this preset; default 6" in row(full.stdout, "n_layers")
+    unknown = run("presets", "huge", module="mu")
+    assert unknown.returncode == 2 and "unknown preset 'huge'" in unknown.stderr
