@@ -102,6 +102,59 @@ def _pooling(preset: FusionPreset, location: str, config: Any) -> str:
     return "mean" if sentence_model else "cls"  # sentence-transformers were trained mean-pooled
 
 
+ATTENTION = ("sdpa", "eager")  # attention kernels a preset may ask for (transformers' attn_implementation)
+
+
+def load_encoder(source: str | Path | Any, attention: str) -> nn.Module:
+    """AutoModel with `attention` kernels: pretrained from a directory or hub name, random from a config.
+
+    transformers raises before reading any weights when an architecture lacks the kernel (DeBERTa-v2/v3
+    has no SDPA path); the encoder is then built with eager attention and a log line says so.
+    """
+    from transformers import AutoModel
+
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
+
+    def build(implementation: str) -> nn.Module:
+        if isinstance(source, (str, Path)):
+            return AutoModel.from_pretrained(str(source), attn_implementation=implementation)
+        return AutoModel.from_config(source, attn_implementation=implementation)
+
+    try:
+        return build(attention)
+    except ValueError as error:
+        if attention == "eager":
+            raise
+        log.info("%s attention is not available for this encoder (%s); using eager attention",
+                 attention, str(error).split(".")[0])
+        return build("eager")
+
+
+def prepare_for_training(net: FusionNet, preset: FusionPreset) -> None:
+    """Apply the preset's GPU training options to `net` in place, before the loop prepares it."""
+    encoder = net.encoder
+    if preset.gradient_checkpointing and torch.cuda.is_available() and encoder.supports_gradient_checkpointing:
+        # Activations recomputed in backward: less memory, more compute. Non-reentrant, which
+        # torch.compile traces; transformers 5 renamed the method (the old name warns).
+        if hasattr(encoder, "activation_checkpointing_enable"):
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if preset.compile:
+        net.compile()  # in place: parameter names, hence saved weights, stay those of the plain module
+
+
+def loss_function(preset: FusionPreset) -> Any:
+    """The loop's `loss_fn(model, batch) -> (loss, rows)` for a preset: its loss on log1p(price) predictions."""
+
+    def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        z = model(batch["input_ids"], batch["attention_mask"], batch["features"])  # (B,)
+        return price_loss(z, batch["price"], preset.loss, preset.focal_gamma, preset.huber_delta), len(z)
+
+    return loss_fn
+
+
 class FusionRegressor:
     """Fit/predict a FusionNet on listing texts; see the module docstring."""
 
@@ -126,7 +179,7 @@ class FusionRegressor:
         """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
         import tempfile
 
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         from trainloop import LoopConfig, train
 
@@ -135,9 +188,7 @@ class FusionRegressor:
         self.tokenizer_ = AutoTokenizer.from_pretrained(location)
         self.encoder_config_ = AutoConfig.from_pretrained(location)
         torch.manual_seed(p.seed)
-        encoder = AutoModel.from_pretrained(location)
-        if p.gradient_checkpointing and torch.cuda.is_available() and encoder.supports_gradient_checkpointing:
-            encoder.gradient_checkpointing_enable()
+        encoder = load_encoder(location, p.attention)
         features = self._features(texts, fit=True)
         ids = self._tokenise(texts)
         prices = np.expm1(y)
@@ -148,10 +199,7 @@ class FusionRegressor:
         self.net_ = FusionNet(encoder, features.shape[1], p, self.pooling_, float(y[train_rows].mean()))
         train_set = ListingSet([ids[i] for i in train_rows], features[train_rows], prices[train_rows])
         valid_ids = [ids[i] for i in valid_rows]
-
-        def loss_fn(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            z = model(batch["input_ids"], batch["attention_mask"], batch["features"])
-            return price_loss(z, batch["price"], p.loss, p.focal_gamma, p.huber_delta), len(z)
+        loss_fn = loss_function(p)
 
         def evaluate_fn(model: nn.Module) -> dict[str, float]:
             if not n_valid:
@@ -167,6 +215,7 @@ class FusionRegressor:
                             num_workers=p.num_workers, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
                             time_budget_s=p.time_budget_s, progress=p.progress)
         lengths = [len(ids[i]) for i in train_rows]
+        prepare_for_training(self.net_, p)
         with tempfile.TemporaryDirectory() as scratch:
             result = train(self.net_, train_set, Collate(self.tokenizer_.pad_token_id or 0), loss_fn, config,
                            work_dir or scratch, evaluate_fn, resume=resume,
@@ -219,7 +268,7 @@ class FusionRegressor:
     @classmethod
     def load(cls, preset: FusionPreset, directory: Path, state: dict[str, Any]) -> FusionRegressor:
         from safetensors.torch import load_file
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
 
         model = cls(preset)
         encoder_dir = directory / ENCODER_DIR
@@ -227,7 +276,7 @@ class FusionRegressor:
         model.encoder_config_ = AutoConfig.from_pretrained(encoder_dir)
         model.features_ = FeatureEncoder.from_dict(state["features"])
         model.pooling_ = state["pooling"]
-        encoder = AutoModel.from_config(model.encoder_config_)
+        encoder = load_encoder(model.encoder_config_, preset.attention)
         model.net_ = FusionNet(encoder, len(model.features_.names), preset, model.pooling_, 0.0)
         model.net_.load_state_dict(load_file(str(directory / WEIGHTS)))
         model.net_.eval()

@@ -68,9 +68,14 @@ class FusionPreset:
     weight_decay: float = 0.01
     eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
     valid_fraction: float = 0.1           # held out of the training rows to keep the best epoch
-    gradient_checkpointing: bool = True   # trade recompute for memory on the encoder (GPU only)
-    length_grouping: bool = True          # batches of similar length: less padding
-    mixed_precision: str = "auto"         # bf16/fp16 on GPUs, fp32 on CPU
+    # GPU options, each measured on/off by bench/gpu.py; no GPU has run it here yet, so today's defaults stay.
+    gradient_checkpointing: bool = True   # trade recompute for memory on the encoder (CUDA only); default unmeasured
+    length_grouping: bool = True          # batches of similar length: less padding; on, as before (unmeasured on GPU)
+    mixed_precision: str = "auto"         # "auto" = bf16 (else fp16) on GPUs, fp32 on CPU; or "bf16" / "fp16" / "no"
+    attention: str = "sdpa"               # "sdpa" or "eager" kernels; sdpa is transformers' own default (unmeasured);
+                                          # DeBERTa-v2/v3 has eager only and falls back with a log line
+    compile: bool = False                 # torch.compile the network before training: off as before (unmeasured);
+                                          # compiling costs minutes, worth it only if the bench shows a gain
     num_workers: int = 2                  # DataLoader workers (persistent, prefetching)
     max_steps_per_epoch: int = 0          # 0 = whole epochs
     time_budget_s: float = 0.0            # 0 = none
