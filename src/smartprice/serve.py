@@ -51,7 +51,7 @@ from .predictor import PricePredictor
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "SMARTPRICE_MODEL"     # model directory for `app_from_env`, the factory uvicorn's worker processes call
-MAX_ITEMS = 10_000                 # listings per request: ~15 s of CPU for the default model on one core
+MAX_ITEMS = 10_000                 # listings per request: ~15-25 s of CPU for the default model on one core
 MAX_BODY_BYTES = 20 * 1024 * 1024  # 10,000 listings at 2 KB (train.csv: mean 0.9 KB, longest 6.2 KB)
 MAX_TEXT_CHARS = 100_000           # one catalog_content: 16x the longest in train.csv (6,192 characters)
 MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed back
@@ -109,8 +109,8 @@ class ModelInfo(BaseModel):
 class Coalescer:
     """Run small requests that arrive while a model call is busy together, in one call.
 
-    The default model costs ~30 ms for one listing and ~50 ms for eight (fixed costs per call:
-    a sparse transpose, sklearn's input checks), so with eight clients merging multiplies
+    The default model costs ~25 ms for one listing and ~40 ms for eight (fixed costs per call:
+    sklearn's input checks, pandas frames), so with eight clients merging multiplies
     single-listing throughput. One merged call runs at a time; requests of MAX_BATCH_ROWS rows
     or more skip the queue. Predictions of different rows are independent, so a merged call
     returns the same prices; if it fails, each request is retried alone so one cannot fail others.
@@ -320,8 +320,8 @@ class RequestLog:
             await self.app(scope, receive, send_and_note)
         finally:
             items = scope.get("state", {}).get("items")
-            log.info("%s %s %d%s %.1f ms", scope["method"], scope["path"], status,
-                     f" {items} items" if items is not None else "", (time.perf_counter() - started) * 1000)
+            log.info("%s %s %d %.1f ms%s", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
+                     f" items={items}" if items is not None else "")
 
 
 class BodyGuard:
