@@ -157,7 +157,7 @@ def test_blend_config_written_with_fusion_sets_still_loads():
 
 # --- mu -------------------------------------------------------------------------------------------
 
-# Runs `python -m mu ARGS` with torch hidden from the import system, as on a base install.
+# Runs `python -m MODULE ARGS` with torch hidden from the import system, as on a base install.
 WITHOUT_TORCH = textwrap.dedent("""
     import runpy, sys
 
@@ -168,28 +168,35 @@ WITHOUT_TORCH = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, NoTorch())
-    sys.argv = ["mu", *sys.argv[1:]]
-    runpy.run_module("mu", run_name="__main__", alter_sys=True)
+    module, sys.argv = sys.argv[1], sys.argv[1:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 """)
 
 
-def run_mu_without_torch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], capture_output=True, text=True)
+def run_without_torch(*args: str, module: str = "mu") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, module, *args], capture_output=True, text=True)
+
+
+def test_smartprice_presets_on_a_base_install():
+    listing = run_without_torch("presets", module="smartprice")
+    assert listing.returncode == 0, listing.stderr
+    assert "base install" in listing.stdout and "nn extra" in listing.stdout
+    assert run_without_torch("presets", "minilm", module="smartprice").returncode == 0
 
 
 def test_mu_help_and_version_without_torch():
-    result = run_mu_without_torch("--help")
+    result = run_without_torch("--help")
     assert result.returncode == 0, result.stderr
     assert "usage: mu" in result.stdout and "presets" in result.stdout
     note = [line for line in result.stdout.splitlines() if "nn extra" in line]
     assert note == ["note: mu needs the nn extra (torch is not installed): pip install torch==2.13.0 && "
                     "pip install 'smartprice[nn]'"]
-    assert run_mu_without_torch("--version").stdout.startswith("mu (smartprice ")
+    assert run_without_torch("--version").stdout.startswith("mu (smartprice ")
 
 
 @pytest.mark.parametrize("args", [["train", "--train", "a.txt", "--out", "m"], ["presets"], ["eval", "m", "a.txt"]])
 def test_mu_commands_without_torch_say_what_to_install(args):
-    result = run_mu_without_torch(*args)
+    result = run_without_torch(*args)
     assert result.returncode == 2
     assert result.stderr.strip() == ("mu: error: mu needs the nn extra (torch is not installed): "
                                      "pip install torch==2.13.0 && pip install 'smartprice[nn]'")
