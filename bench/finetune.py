@@ -35,8 +35,8 @@ def build(preset, texts, y):
     """A fresh minilm FusionNet and its dataset, as FusionRegressor.fit builds them."""
     from transformers import AutoModel, AutoTokenizer
 
+    from smartprice.encoders import encoder_location
     from smartprice.fusion import FusionNet
-    from smartprice.presets import encoder_location
 
     regressor = FusionRegressor(preset)
     location = encoder_location(preset.encoder)

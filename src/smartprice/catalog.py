@@ -50,26 +50,75 @@ def _check_utf8(path: Path, raw: bytes) -> str:
         ) from None
 
 
+# Compressed catalogs are recognised by their first bytes (a misnamed file still reads), the name as a fallback.
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"), (b"PK\x03\x04", "zip"))
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".bz2": "bz2", ".xz": "xz", ".zip": "zip"}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TSV_SUFFIXES = (".tsv", ".tab")
+
+
+def file_format(path: Path) -> tuple[str, str | None]:
+    """(kind, compression) of a catalog file: kind "parquet" | "csv" | "tsv", compression as pandas names it.
+
+    `train.tsv.gz` is ("tsv", "gzip"); the compression comes from the file's magic bytes.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    compression = next((name for magic, name in MAGIC if head.startswith(magic)), None)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        compression = compression or COMPRESSED_SUFFIXES[suffixes[-1]]
+        suffixes = suffixes[:-1]
+    inner = suffixes[-1] if suffixes else ""
+    if inner in PARQUET_SUFFIXES or (compression is None and head.startswith(b"PAR1")):
+        return "parquet", None
+    return ("tsv" if inner in TSV_SUFFIXES else "csv"), compression
+
+
+def _decompress(path: Path, compression: str) -> bytes:
+    """The file's bytes after decompression; a damaged archive is a CatalogError naming the file."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+    import zlib
+
+    try:
+        if compression == "zip":
+            with zipfile.ZipFile(path) as archive:
+                members = [m for m in archive.infolist() if not m.is_dir()]
+                if len(members) != 1:
+                    raise CatalogError(f"{path}: a .zip catalog must hold exactly one file, found {len(members)}")
+                return archive.read(members[0])
+        opener = {"gzip": gzip.decompress, "bz2": bz2.decompress, "xz": lzma.decompress}[compression]
+        return opener(path.read_bytes())
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+        if isinstance(exc, CatalogError):
+            raise
+        raise CatalogError(f"{path}: cannot decompress ({compression}): {exc}; the file is damaged or truncated") from None
+
+
 def _read_table(path: Path) -> pd.DataFrame:
-    """Load CSV or Parquet into a frame of strings (prices are converted later, with checks)."""
+    """Load CSV, TSV (optionally gzip/bz2/xz/zip-compressed) or Parquet into a frame of strings."""
     if not path.exists():
         raise CatalogError(f"{path}: file not found")
     if path.is_dir():
-        raise CatalogError(f"{path}: is a directory, expected a .csv or .parquet file")
-    if path.suffix.lower() in (".parquet", ".pq"):
+        raise CatalogError(f"{path}: is a directory, expected a .csv, .tsv or .parquet file")
+    kind, compression = file_format(path)
+    if kind == "parquet":
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:  # pyarrow raises many types for damaged files
             raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
         return frame
-    raw = path.read_bytes()
+    raw = _decompress(path, compression) if compression else path.read_bytes()
     if not raw.strip():
         raise CatalogError(f"{path}: file is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
     text = _check_utf8(path, raw)
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep="\t" if kind == "tsv" else ",")
     except pd.errors.ParserError as exc:
-        raise CatalogError(f"{path}: malformed CSV ({exc})") from None
+        raise CatalogError(f"{path}: malformed {kind.upper()} ({exc})") from None
     return frame
 
 

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .encoders import load_weights, open_encoder
 from .features import FeatureEncoder, parse_listings
 from .losses import price_loss
 from .metrics import smape
-from .presets import FusionPreset, encoder_location
+from .modelio import ModelDirError
+from .presets import FusionPreset
 
 log = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"  # encoder config + tokenizer files inside a model directory
@@ -179,16 +181,12 @@ class FusionRegressor:
         """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
         import tempfile
 
-        from transformers import AutoConfig, AutoTokenizer
-
         from trainloop import LoopConfig, train
 
         p = self.preset
-        location = encoder_location(p.encoder)
-        self.tokenizer_ = AutoTokenizer.from_pretrained(location)
-        self.encoder_config_ = AutoConfig.from_pretrained(location)
+        location, self.tokenizer_, self.encoder_config_ = open_encoder(p.encoder)
         torch.manual_seed(p.seed)
-        encoder = load_encoder(location, p.attention)
+        encoder = load_weights(p.encoder, location, lambda where: load_encoder(where, p.attention))
         features = self._features(texts, fit=True)
         ids = self._tokenise(texts)
         prices = np.expm1(y)
@@ -272,8 +270,13 @@ class FusionRegressor:
 
         model = cls(preset)
         encoder_dir = directory / ENCODER_DIR
-        model.tokenizer_ = AutoTokenizer.from_pretrained(encoder_dir)
-        model.encoder_config_ = AutoConfig.from_pretrained(encoder_dir)
+        try:
+            model.tokenizer_ = AutoTokenizer.from_pretrained(encoder_dir)
+            model.encoder_config_ = AutoConfig.from_pretrained(encoder_dir)
+        except Exception as error:  # tokenizers/transformers raise many types for a damaged file
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0][:300]
+            raise ModelDirError(f"{directory}: damaged encoder files in {ENCODER_DIR}/ ({reason}); "
+                                "retrain the model or restore the directory") from None
         model.features_ = FeatureEncoder.from_dict(state["features"])
         model.pooling_ = state["pooling"]
         encoder = load_encoder(model.encoder_config_, preset.attention)

