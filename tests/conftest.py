@@ -94,3 +94,38 @@ def kill_after_first_epoch(command: list[str], checkpoint: Path, timeout: float 
             break
         time.sleep(0.02)
     process.wait()
+
+
+TINY_ENCODER = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
+
+
+def _tokenizer(directory):
+    """A small word-piece tokenizer trained on the example catalog, saved like a hub tokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    texts = pd.read_csv(EXAMPLES / "train.csv")["catalog_content"].tolist()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(directory)
+    return fast
+
+
+def tiny_encoder(kind: str, directory, width: dict | None = None) -> str:
+    """A randomly initialised 1-layer DeBERTa-v2 / RoBERTa / DistilRoBERTa with its tokenizer, saved to `directory`."""
+    from transformers import AutoModel, DebertaV2Config, RobertaConfig
+
+    tokenizer = _tokenizer(directory)
+    shape = {**TINY_ENCODER, **(width or {})}
+    if kind == "deberta":
+        config = DebertaV2Config(vocab_size=len(tokenizer), max_position_embeddings=64, **shape)
+    else:  # RoBERTa; DistilRoBERTa is the same architecture with fewer layers
+        layers = {"num_hidden_layers": 1} if kind == "distilroberta" else {}
+        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=70, pad_token_id=0,
+                               **{**shape, **layers})
+    AutoModel.from_config(config).save_pretrained(directory)
+    return str(directory)

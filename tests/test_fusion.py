@@ -13,47 +13,19 @@ import pytest
 torch = pytest.importorskip("torch", reason="fusion presets need the nn extra")
 transformers = pytest.importorskip("transformers", reason="fusion presets need the nn extra")
 
-from conftest import EXAMPLES, kill_after_first_epoch, kill_during, make_catalog  # noqa: E402
+from conftest import EXAMPLES, kill_after_first_epoch, kill_during, make_catalog, tiny_encoder  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
 from smartprice.fusion import FusionNet  # noqa: E402
 from smartprice.losses import price_loss  # noqa: E402
 from smartprice.presets import resolve_preset  # noqa: E402
 
-TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 QUICK = {"epochs": 1, "batch_size": 8, "grad_accum": 1, "max_length": 48, "progress": False, "num_workers": 0,
          "eval_batch_size": 16}
 PRESET_ENCODER = {"ultra": "deberta", "optimized": "deberta", "fast": "roberta", "blazing": "distilroberta"}
 
 
-def _tokenizer(directory):
-    """A small word-piece tokenizer trained on the example catalog, saved like a hub tokenizer."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    texts = pd.read_csv(EXAMPLES / "train.csv")["catalog_content"].tolist()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
-    fast.save_pretrained(directory)
-    return fast
-
-
 def _encoder(kind: str, directory, width: dict | None = None):
-    from transformers import AutoModel, DebertaV2Config, RobertaConfig
-
-    tokenizer = _tokenizer(directory)
-    shape = {**TINY, **(width or {})}
-    if kind == "deberta":
-        config = DebertaV2Config(vocab_size=len(tokenizer), max_position_embeddings=64, **shape)
-    else:  # RoBERTa; DistilRoBERTa is the same architecture with fewer layers
-        layers = {"num_hidden_layers": 1} if kind == "distilroberta" else {}
-        config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=70, pad_token_id=0,
-                               **{**shape, **layers})
-    AutoModel.from_config(config).save_pretrained(directory)
-    return str(directory)
+    return tiny_encoder(kind, directory, width)
 
 
 @pytest.fixture(scope="module")
