@@ -35,8 +35,21 @@ _FORKED_MODEL: GbmStack | None = None  # the model forked predict workers read
 
 DENSE_FEATURES = tuple(n for n in FEATURES_25 if n not in ("brand", "category")) + EXTRA_FEATURES
 LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
-STACK_FEATURES = ("ridge_word", "ridge_char", "knn_mean", "knn_median", "knn_top1", "knn_top1_sim",
-                  "knn_sim_mean", "knn_unit_price", "brand_mean", "brand_count")
+KNN_STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # per neighbour view, see KnnStats
+# Matrices neighbour statistics can be computed on: item-name words, whole-listing words, item-name chars,
+# and frozen sentence embeddings of the listing ("emb", needs the nn extra; it also gets a ridge of its own).
+KNN_VIEWS = ("name", "word", "char", "emb")
+
+
+def stack_features(knn_views: Sequence[str], unit_ridge: bool = False) -> tuple[str, ...]:
+    """Names of the level-1 features, in column order: ridges, neighbour statistics per view, brand."""
+    knn = tuple(f"knn_{stat}" if view == "name" else f"knn_{view}_{stat}" for view in knn_views for stat in KNN_STATS)
+    ridges = ("ridge_word", "ridge_char") + (("ridge_word_unit",) if unit_ridge else ()) + \
+        (("ridge_emb",) if "emb" in knn_views else ())
+    return (*ridges, *knn, "brand_mean", "brand_count")
+
+
+STACK_FEATURES = stack_features(("name",))  # the stack of models saved before knn_views existed
 
 
 def listing_text(fields: CatalogFields) -> str:
@@ -72,7 +85,7 @@ class KnnStats:
         self.k = k
 
     def fit(self, matrix: sp.csr_matrix, y: np.ndarray, log_qty: np.ndarray) -> KnnStats:
-        self.matrix_ = matrix
+        self.matrix_ = matrix.tocsc() if sp.issparse(matrix) else matrix  # CSC: matrix_.T is CSR, no conversion per product
         self.y_ = y.astype(np.float64)
         self.unit_y_ = (y - log_qty).astype(np.float64)  # log price per unit of quantity
         return self
@@ -86,7 +99,8 @@ class KnnStats:
         out = np.zeros((matrix.shape[0], 6), dtype=np.float64)
         k = min(self.k, self.matrix_.shape[0])
         for start in range(0, matrix.shape[0], chunk):
-            sims = (matrix[start:start + chunk] @ self.matrix_.T).toarray()  # (b, n_train)
+            sims = matrix[start:start + chunk] @ self.matrix_.T  # (b, n_train)
+            sims = sims.toarray() if sp.issparse(sims) else np.asarray(sims)
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (b, k) unordered
             top_sims = np.take_along_axis(sims, top, axis=1)
             order = np.argsort(-top_sims, axis=1)
@@ -150,7 +164,13 @@ class GbmStack:
             "brand": pd.Series([guess_brand(n) for n in names]),
             "names": pd.Series(names, dtype=object),  # kept at fit time: explain shows nearest training listings
             "log_qty": raw["log_quantity"].to_numpy(dtype=np.float64),
+            **({"emb": self._embedder().transform([listing_text(f) for f in fields])} if "emb" in self.preset.knn_views else {}),
         }
+
+    def _embedder(self) -> Any:
+        from .embeddings import SentenceEmbedder
+
+        return SentenceEmbedder(self.preset.embed_encoder, self.preset.embed_max_length)
 
     def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> GbmStack:
         """Fit on listing texts and their log1p(price) (seconds: no checkpoints, so work_dir/resume are unused)."""
@@ -163,18 +183,25 @@ class GbmStack:
         self.y_mean_ = float(y.mean())
         self.train_names_, self.train_prices_ = views["names"].tolist(), np.expm1(y)
 
-        stack = np.zeros((len(y), len(STACK_FEATURES)))
+        self.knn_views_ = tuple(p.knn_views)
+        unknown = sorted(set(self.knn_views_) - set(KNN_VIEWS))
+        if unknown or "name" not in self.knn_views_:
+            raise ValueError(f"knn_views must include 'name' and be among {', '.join(KNN_VIEWS)}; got {', '.join(p.knn_views)}")
+        self.unit_ridge_ = p.unit_ridge
+        features = stack_features(self.knn_views_, self.unit_ridge_)
+        stack = np.zeros((len(y), len(features)))
         folds = KFold(p.folds, shuffle=True, random_state=p.seed)
         for number, (train, valid) in enumerate(folds.split(stack), start=1):
             log.info("cpu model: out-of-fold level 1, fold %d/%d", number, p.folds)
             level1 = self._fit_level1({k: _rows(v, train) for k, v in views.items()}, y[train])
+            level1.knn_views_, level1.unit_ridge_ = self.knn_views_, self.unit_ridge_
             stack[valid] = level1._level1({k: _rows(v, valid) for k, v in views.items()})
         log.info("cpu model: level 1 on all rows")
         self._fit_level1(views, y, into=self)
 
         log.info("cpu model: LightGBM, %d trees", p.trees)
         dense = np.hstack([stack, views["raw"][list(DENSE_FEATURES)].to_numpy(dtype=np.float64)])
-        data = lgb.Dataset(dense, y, feature_name=list(STACK_FEATURES + DENSE_FEATURES), free_raw_data=True)
+        data = lgb.Dataset(dense, y, feature_name=list(features + DENSE_FEATURES), free_raw_data=True)
         self.booster_ = lgb.train(self._lgb_params(len(y)), data, num_boost_round=p.trees)
         return self
 
@@ -184,19 +211,26 @@ class GbmStack:
         target = into or GbmStack(p)
         target.ridge_word_ = Ridge(alpha=p.ridge_alpha).fit(views["word"], y)
         target.ridge_char_ = Ridge(alpha=p.ridge_alpha).fit(views["char"], y)
+        if p.unit_ridge:  # log price per unit of quantity: comparable across pack sizes; log quantity added back
+            target.ridge_unit_ = Ridge(alpha=p.ridge_alpha).fit(views["word"], y - views["log_qty"])
+        if "emb" in p.knn_views:
+            target.ridge_emb_ = Ridge(alpha=p.embed_ridge_alpha).fit(views["emb"], y)
         target.knn_ = KnnStats(p.neighbours).fit(views["name"], y, views["log_qty"])
+        target.knn_extra_ = {view: KnnStats(p.neighbours).fit(views[view], y, views["log_qty"])
+                             for view in p.knn_views if view != "name"}
         target.brands_ = brand_table(views["brand"], y, p.brand_smoothing)
         target.y_mean_ = float(y.mean())
         return target
 
     def _level1(self, views: dict[str, Any]) -> np.ndarray:
-        """Level-1 features (n, len(STACK_FEATURES)) from fitted level-1 models."""
-        out = np.zeros((views["word"].shape[0], len(STACK_FEATURES)))
-        out[:, 0] = self.ridge_word_.predict(views["word"])
-        out[:, 1] = self.ridge_char_.predict(views["char"])
-        out[:, 2:8] = self.knn_.transform(views["name"], views["log_qty"])
-        out[:, 8:10] = brand_lookup(views["brand"], self.brands_, self.y_mean_)
-        return out
+        """Level-1 features (n, len(stack_features(knn_views_))) from fitted level-1 models."""
+        knn = [(self.knn_ if view == "name" else self.knn_extra_[view]).transform(views[view], views["log_qty"])
+               for view in self.knn_views_]
+        unit = [(self.ridge_unit_.predict(views["word"]) + views["log_qty"])[:, None]] if self.unit_ridge_ else []
+        if "emb" in self.knn_views_:
+            unit.append(self.ridge_emb_.predict(views["emb"])[:, None])
+        return np.hstack([self.ridge_word_.predict(views["word"])[:, None], self.ridge_char_.predict(views["char"])[:, None],
+                          *unit, *knn, brand_lookup(views["brand"], self.brands_, self.y_mean_)])
 
     def _dense(self, texts: Sequence[str]) -> np.ndarray:
         """LightGBM's input for some listings: level-1 features + parsed features."""
@@ -210,6 +244,8 @@ class GbmStack:
         pure Python, so threads would not help); LightGBM then runs once in this process.
         """
         workers = min(self.preset.threads, max(1, len(texts) // PARALLEL_MIN_ROWS))
+        if "emb" in self.knn_views_:
+            workers = 1  # torch does not survive fork() once its thread pool runs; it uses both cores itself
         if workers > 1 and "fork" in mp.get_all_start_methods():
             global _FORKED_MODEL
             _FORKED_MODEL = self  # inherited by the forked workers, never pickled
@@ -306,14 +342,24 @@ class GbmStack:
             name_idf=self.name_.tfidf.idf_.astype(np.float32),
             ridge_word_coef=self.ridge_word_.coef_.astype(np.float32),
             ridge_char_coef=self.ridge_char_.coef_.astype(np.float32),
+            **({"ridge_unit_coef": self.ridge_unit_.coef_.astype(np.float32)} if self.unit_ridge_ else {}),
+            **({"emb_ridge_coef": self.ridge_emb_.coef_.astype(np.float32)} if "emb" in self.knn_views_ else {}),
             knn_data=knn.data, knn_indices=knn.indices, knn_indptr=knn.indptr,
             knn_y=self.knn_.y_, knn_unit_y=self.knn_.unit_y_,
-        )
+        )  # the extra neighbour views share y and unit_y; only their matrices are new
+        for view, stats in self.knn_extra_.items():
+            if sp.issparse(stats.matrix_):
+                sp.save_npz(directory / f"knn_{view}.npz", stats.matrix_.tocsr(), compressed=True)
+            else:  # dense embeddings
+                np.savez_compressed(directory / f"knn_{view}.npz", matrix=stats.matrix_)
         self._booster().save_model(str(directory / "lightgbm.txt"))
         self._save_listings(directory / LISTINGS_FILE)
         return {"ridge_word_intercept": float(self.ridge_word_.intercept_),
                 "ridge_char_intercept": float(self.ridge_char_.intercept_),
-                "knn_shape": list(knn.shape), "y_mean": self.y_mean_,
+                "knn_shape": list(knn.shape), "y_mean": self.y_mean_, "knn_views": list(self.knn_views_),
+                "unit_ridge": self.unit_ridge_,
+                **({"ridge_unit_intercept": float(self.ridge_unit_.intercept_)} if self.unit_ridge_ else {}),
+                **({"ridge_emb_intercept": float(self.ridge_emb_.intercept_)} if "emb" in self.knn_views_ else {}),
                 "brands": {b: list(v) for b, v in self.brands_.items()}}
 
     @classmethod
@@ -326,10 +372,26 @@ class GbmStack:
             model.name_.set_idf(arrays["name_idf"])
             model.ridge_word_ = _linear(arrays["ridge_word_coef"], state["ridge_word_intercept"])
             model.ridge_char_ = _linear(arrays["ridge_char_coef"], state["ridge_char_intercept"])
+            model.unit_ridge_ = bool(state.get("unit_ridge", False))  # older models: no unit-price ridge
+            if model.unit_ridge_:
+                model.ridge_unit_ = _linear(arrays["ridge_unit_coef"], state["ridge_unit_intercept"])
+            if "emb_ridge_coef" in arrays:
+                model.ridge_emb_ = _linear(arrays["emb_ridge_coef"], state["ridge_emb_intercept"])
             matrix = sp.csr_matrix((arrays["knn_data"], arrays["knn_indices"], arrays["knn_indptr"]),
                                    shape=tuple(state["knn_shape"]))
             model.knn_ = KnnStats(preset.neighbours)
-            model.knn_.matrix_, model.knn_.y_, model.knn_.unit_y_ = matrix, arrays["knn_y"], arrays["knn_unit_y"]
+            model.knn_.matrix_, model.knn_.y_, model.knn_.unit_y_ = matrix.tocsc(), arrays["knn_y"], arrays["knn_unit_y"]
+        model.knn_views_ = tuple(state.get("knn_views", ("name",)))  # older models: the name view alone
+        model.knn_extra_ = {}
+        for view in model.knn_views_[1:]:
+            stats = model.knn_extra_[view] = KnnStats(preset.neighbours)
+            path = directory / f"knn_{view}.npz"
+            if view == "emb":
+                with np.load(path, allow_pickle=False) as arrays:
+                    stats.matrix_ = arrays["matrix"]
+            else:
+                stats.matrix_ = sp.load_npz(path).tocsc()  # sparse arrays only: no pickle
+            stats.y_, stats.unit_y_ = model.knn_.y_, model.knn_.unit_y_
         model.y_mean_ = state["y_mean"]
         model.brands_ = {b: (float(v[0]), int(v[1])) for b, v in state["brands"].items()}
         model.booster_path_ = directory / "lightgbm.txt"  # loaded by _booster() on first use

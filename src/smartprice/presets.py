@@ -29,6 +29,11 @@ class CpuPreset:
     char_max: int = 5                 # ... and longest: brand/size fragments, robust to spelling
     ridge_alpha: float = 1.5          # L2 of the text ridge models, chosen by 5-fold CV on train.csv
     neighbours: int = 20              # cosine neighbours for price statistics
+    knn_views: tuple = ("name",)      # text matrices with neighbour price statistics: name / word (listing) / char (name)
+    unit_ridge: bool = False          # a word ridge on log price per unit of quantity (log quantity added back)
+    embed_encoder: str = "minilm"     # frozen sentence encoder of the "emb" view (offline all-MiniLM-L6-v2)
+    embed_max_length: int = 128       # tokens embedded per listing: name and first bullets
+    embed_ridge_alpha: float = 1.0    # L2 of the ridge on embeddings (384 dense columns)
     brand_smoothing: float = 5.0      # pseudo-count pulling a rare brand's mean price to the global mean
     trees: int = 900                  # LightGBM rounds at learning_rate below (CV plateau ~800-1000)
     learning_rate: float = 0.03       # small steps, many trees: steadier than 0.1 on 7k rows

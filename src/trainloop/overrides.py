@@ -39,8 +39,8 @@ def convert_value(value: Any, target: Any, key: str) -> Any:
             return int(value)
         if target is float:
             return float(value)
-        if target is tuple:  # "384,192" -> (384, 192); numbers keep their type
-            return tuple(float(x) if "." in x else int(x) for x in value.split(",") if x.strip())
+        if target is tuple:  # "384,192" -> (384, 192); numbers keep their type, words stay strings
+            return tuple(_number_or_word(x.strip()) for x in value.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"--set {key}={value}: expected a {target.__name__}") from None
     return value
@@ -63,3 +63,13 @@ def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str
             raise ValueError(f"'{name}' is fixed by the preset; choose another preset instead")
     converted = {k: convert_value(v, type(getattr(preset, k)), k) for k, v in overrides.items()}
     return dataclasses.replace(preset, **converted)
+
+
+def _number_or_word(text: str) -> int | float | str:
+    """'384' -> 384, '0.1' -> 0.1, 'name' -> 'name' (a tuple field may hold numbers or names)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
