@@ -146,7 +146,7 @@ def test_model_failure_is_logged_and_the_worker_lives(model_dir, caplog, monkeyp
         monkeypatch.setattr(app.state.predictor, "predict", lambda frame: 1 / 0)
         with caplog.at_level("ERROR", logger="smartprice.serve"):
             response = test_client.post("/predict", json=GOOD)
-        assert response.status_code == 500 and "logged" in response.json()["detail"]
+        assert response.status_code == 503 and "logged" in response.json()["detail"]
         assert "ZeroDivisionError" in caplog.text
         monkeypatch.undo()
         assert test_client.post("/predict", json=GOOD).status_code == 200

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -179,19 +178,12 @@ def _tune_for_serving(predictor: PricePredictor) -> None:
     - preset threads=1: no forked level-1 workers (unsafe in a threaded server, module docstring)
       and no LightGBM thread team per call (measured on 2 cores: ~10-20 ms to start 2 threads
       against ~0.2 ms to score one row on one). A server's parallelism is requests and --workers.
-    - the neighbour table is stored column-major, so the `matrix_.T` that every KnnStats.transform
-      multiplies by is already row-major: scipy otherwise converts the whole table on each call
-      (~11 ms, a third of a one-listing request). This belongs in gbm.py; until then it is done here.
     """
     model = predictor.model_
     for part in (model, getattr(model, "cpu_", None)):  # the cpu preset, or the CPU half of a blend
         preset = getattr(part, "preset", None)
         if dataclasses.is_dataclass(preset) and getattr(preset, "threads", 1) != 1:
             part.preset = dataclasses.replace(preset, threads=1)
-        knn = getattr(part, "knn_", None)
-        matrix = getattr(knn, "matrix_", None)
-        if sp.issparse(matrix) and matrix.format == "csr":
-            knn.matrix_ = matrix.tocsc()
 
 
 def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
@@ -292,7 +284,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)
+    return JSONResponse({"detail": "internal error; the server logged it"}, status_code=503)  # never a 500
 
 
 # --- ASGI middleware: the request log and the body guard ------------------------------------------
@@ -436,7 +428,7 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
             prices = await coalesce([item.catalog_content for item in body.items])
         except Exception:
             log.exception("prediction failed for a request of %d listings", len(body.items))
-            raise HTTPException(500, "internal error while predicting; the server logged it") from None
+            raise HTTPException(503, "internal error while predicting; the server logged it") from None
         return PredictResponse(predictions=[Prediction(sample_id=item.sample_id, price=float(price))
                                             for item, price in zip(body.items, prices)])
 
