@@ -1,11 +1,13 @@
-"""Pricing benchmark: the default preset against two baselines, all fitted on the same train rows.
+"""Pricing benchmark: presets against two baselines, all fitted on the same train rows.
 
 Fits on ../shared/data/train.csv and measures on ../shared/data/holdout.csv (never fitted on).
-Each approach runs in its own process so its peak RSS is its own. Prints a table, then one JSON
-object as the last line. `smartprice predict` is timed end to end (process start, model load,
-reading, writing) on test_unlabeled.csv.
+`--cv` adds 5-fold CV SMAPE (± standard error) on train.csv through `smartprice.cv`, the figure
+presets are chosen by. `--scale` fits the preset on train.csv repeated 11 times with perturbed
+text (~76k rows) and reports fit seconds and peak RSS. Each approach runs in its own process so
+its peak RSS is its own. Prints a table, then one JSON object as the last line. `smartprice
+predict` is timed end to end (process start, model load, reading, writing) on test_unlabeled.csv.
 
-    python bench/pricing.py [--preset cpu] [--baseline-trees 500]
+    python bench/pricing.py [--presets cpu,cpu-fast,accurate] [--cv] [--scale] [--skip-baselines]
 """
 
 from __future__ import annotations
@@ -24,6 +26,47 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_cv(preset: str, sets: list[str]) -> dict:
+    """5-fold CV on train.csv (the folds `smartprice cv` uses): pooled SMAPE, its standard error, fit seconds."""
+    from smartprice import read_catalog
+    from smartprice.cli import parse_sets
+    from smartprice.cv import cross_validate
+
+    summary = cross_validate(read_catalog(DATA / "train.csv", labelled=True), preset, parse_sets(sets)).summary()
+    return {"cv_smape": summary["smape"], "cv_se": summary["se"], "cv_fit_s": summary["mean_fit_seconds"],
+            "peak_rss_mib": peak_rss_mib()}
+
+
+def perturbed_copies(frame, copies: int):
+    """`copies` versions of a labelled catalog, text perturbed (word dropped / swapped case / suffix), ids unique."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    parts = [frame]
+    for copy in range(1, copies):
+        texts = []
+        for text in frame.catalog_content:
+            words = text.split(" ")
+            drop = rng.integers(len(words))
+            words = words[:drop] + words[drop + 1:] if len(words) > 3 else words
+            texts.append(" ".join(words) + f" v{copy}")
+        parts.append(frame.assign(sample_id=[f"{i}-{copy}" for i in frame.sample_id], catalog_content=texts,
+                                  price=frame.price * rng.uniform(0.9, 1.1, len(frame))))
+    return pd.concat(parts, ignore_index=True)
+
+
+def run_scale(preset: str, sets: list[str]) -> dict:
+    """Fit on train.csv repeated 11 times with perturbed text (~76k rows): fit seconds and peak RSS."""
+    from smartprice import PricePredictor, read_catalog
+    from smartprice.cli import parse_sets
+
+    frame = perturbed_copies(read_catalog(DATA / "train.csv", labelled=True), 11)
+    started = time.perf_counter()
+    PricePredictor(preset=preset, **parse_sets(sets)).fit(frame)
+    return {"scale_rows": len(frame), "scale_fit_s": time.perf_counter() - started, "scale_peak_rss_mib": peak_rss_mib()}
 
 
 def run_preset(preset: str, sets: list[str]) -> dict:
@@ -102,7 +145,10 @@ def run_baseline(name: str, trees: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--presets", default="cpu", help="comma-separated presets to measure (default: cpu)")
+    parser.add_argument("--preset", help=argparse.SUPPRESS)  # internal: the preset of one --one run
+    parser.add_argument("--cv", action="store_true", help="also 5-fold CV SMAPE on train.csv per preset")
+    parser.add_argument("--scale", action="store_true", help="also the ~76k-row fit (train.csv x11, perturbed)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--baseline-trees", type=int, default=600, help="LightGBM rounds of the TF-IDF+LightGBM baseline")
     parser.add_argument("--skip-baselines", action="store_true")
@@ -110,27 +156,54 @@ def main() -> None:
     args = parser.parse_args()
     if not (DATA / "train.csv").exists():
         sys.exit(f"bench/pricing.py needs the shared data: {DATA / 'train.csv'} is absent")
+    runners = {"preset": run_preset, "cv": run_cv, "scale": run_scale}
     if args.one:
-        result = run_preset(args.preset, args.sets) if args.one == "preset" else run_baseline(args.one, args.baseline_trees)
+        result = runners[args.one](args.preset, args.sets) if args.one in runners else run_baseline(args.one, args.baseline_trees)
         print(json.dumps(result))
         return
-    approaches = ["preset"] + ([] if args.skip_baselines else ["tfidf_ridge", "tfidf_lightgbm"])
-    results = {}
-    for approach in approaches:
-        command = [sys.executable, __file__, "--one", approach, "--preset", args.preset,
+    presets = [p for p in args.presets.split(",") if p]
+    jobs = [(p, kind) for p in presets for kind in ["preset"] + ["cv"] * args.cv + ["scale"] * args.scale]
+    jobs += [] if args.skip_baselines else [(None, "tfidf_ridge"), (None, "tfidf_lightgbm")]
+    results: dict[str, dict] = {}
+
+    def one(preset: str | None, kind: str) -> dict:
+        command = [sys.executable, __file__, "--one", kind, "--preset", preset or "cpu",
                    "--baseline-trees", str(args.baseline_trees)] + [f"--set={s}" for s in args.sets]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        name = f"smartprice_{args.preset}" if approach == "preset" else approach
-        results[name] = json.loads(output.strip().splitlines()[-1])
-        r = results[name]
-        print(f"{name:22s} holdout SMAPE {r['holdout_smape']:6.2f}  fit {r['fit_s']:7.1f} s  "
-              f"predict {r['predict_rows_per_s']:8.0f} rows/s  peak RSS {r['peak_rss_mib']:7.0f} MiB", flush=True)
-    ours = results[f"smartprice_{args.preset}"]
-    for base in ("tfidf_ridge", "tfidf_lightgbm"):
-        if base in results:
-            print(f"  vs {base}: SMAPE {ours['holdout_smape'] - results[base]['holdout_smape']:+.2f} points, "
-                  f"fit time x{ours['fit_s'] / results[base]['fit_s']:.2f}")
-    print(json.dumps({"preset": args.preset, "sets": args.sets, "results": results}))
+        return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+    for preset, kind in jobs:
+        name = f"smartprice_{preset}" if preset else kind
+        r = one(preset, kind)
+        results.setdefault(name, {}).update({k: v for k, v in r.items() if not (k == "peak_rss_mib" and kind != "preset")})
+        if "holdout_smape" in r:
+            print(f"{name:22s} holdout SMAPE {r['holdout_smape']:6.2f}  fit {r['fit_s']:7.1f} s  "
+                  f"predict {r['predict_rows_per_s']:8.0f} rows/s  peak RSS {r['peak_rss_mib']:7.0f} MiB", flush=True)
+        if "cv_smape" in r:
+            print(f"{name:22s} 5-fold CV SMAPE on train.csv {r['cv_smape']:6.2f} ± {r['cv_se']:.2f}  "
+                  f"(fit {r['cv_fit_s']:.1f} s per fold)", flush=True)
+        if "scale_fit_s" in r:
+            print(f"{name:22s} {r['scale_rows']:,}-row fit {r['scale_fit_s']:7.1f} s  "
+                  f"peak RSS {r['scale_peak_rss_mib']:7.0f} MiB", flush=True)
+    for preset in presets:
+        ours = results[f"smartprice_{preset}"]
+        for base in ("tfidf_ridge", "tfidf_lightgbm"):
+            if base in results:
+                print(f"  {preset} vs {base}: SMAPE {ours['holdout_smape'] - results[base]['holdout_smape']:+.2f} points, "
+                      f"fit time x{ours['fit_s'] / results[base]['fit_s']:.2f}")
+    print(json.dumps({"presets": presets, "sets": args.sets, "machine": machine(), "results": results}))
+
+
+def machine() -> str:
+    """The CPU model and core count, for the README's table."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":
