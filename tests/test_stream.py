@@ -30,7 +30,7 @@ def model(model_dir):
     return PricePredictor.load(model_dir)
 
 
-@pytest.mark.parametrize("name", ["test.csv", "test.parquet", "test.csv.gz", "test.tsv"])
+@pytest.mark.parametrize("name", ["test.csv", "test.parquet", "test.csv.gz", "test.tsv", "test.tsv.bz2", "test.csv.zip"])
 def test_streamed_output_equals_one_shot(tmp_path, model, name):
     frame = make_catalog(53, labelled=False)
     path = tmp_path / name
@@ -94,6 +94,16 @@ def test_chunks_are_validated_like_whole_files(tmp_path):
         assert str(streamed.value) == str(whole.value), what
 
 
+def test_damaged_compressed_file_is_a_catalog_error(tmp_path):
+    path = tmp_path / "cut.csv.gz"
+    make_catalog(30, labelled=False).to_csv(path, index=False)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(CatalogError, match="cut.csv.gz: cannot decompress"):
+        read_catalog(path)
+    with pytest.raises(CatalogError, match="cut.csv.gz: cannot decompress"):
+        list(iter_catalog(path, chunk_rows=CHUNK))
+
+
 def test_duplicate_across_chunks_names_global_rows_and_writes_nothing(tmp_path, model):
     path = _bad_files(tmp_path)["duplicate across chunks"]
     out = tmp_path / "out.csv"
@@ -135,3 +145,30 @@ def test_no_progress_output_on_a_pipe(tmp_path, model_dir):
         assert result.returncode == 0 and result.stdout == ""
         assert "rows/s" not in result.stderr and "\r" not in result.stderr
         assert result.stderr == "" if quiet else "wrote 20 predictions" in result.stderr
+
+
+def test_progress_bar_with_rows_per_second_on_a_terminal(tmp_path, model_dir):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    make_catalog(20, labelled=False).to_csv(tmp_path / "in.csv", index=False)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal 100 columns wide
+    process = subprocess.Popen([sys.executable, "-m", "smartprice", "predict", str(model_dir), str(tmp_path / "in.csv"),
+                                "--out", str(tmp_path / "o.csv"), "--chunk-rows", "8"], stdout=slave, stderr=slave)
+    os.close(slave)
+    output = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the terminal closes when the process ends
+            break
+        if not data:
+            break
+        output += data
+    assert process.wait() == 0
+    text = output.decode(errors="replace")
+    assert "predict: 20.0 rows" in text and "rows/s" in text and "wrote 20 predictions" in text

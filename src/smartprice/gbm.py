@@ -307,7 +307,8 @@ class GbmStack:
         index = np.zeros((len(names), k), dtype=np.int64)
         sims = np.zeros((len(names), k))
         for start in range(0, len(names), chunk):
-            block = (query[start:start + chunk] @ self.knn_.matrix_.T).toarray()  # (b, n_train)
+            block = query[start:start + chunk] @ self.knn_.matrix_.T  # (b, n_train)
+            block = block.toarray() if sp.issparse(block) else np.asarray(block)
             top = np.argpartition(-block, k - 1, axis=1)[:, :k]  # (b, k) unordered
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(block, top, axis=1), axis=1), axis=1)
             index[start:start + chunk] = top

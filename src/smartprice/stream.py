@@ -7,9 +7,13 @@ whole one would. The output goes to a temporary file beside the target, renamed 
 
 from __future__ import annotations
 
+import gc
 import logging
+import lzma
 import os
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import ID_COLUMN, PRICE_COLUMN, REQUIRED_COLUMNS, CatalogError, check_prices, validate_frame
+from .catalog import ID_COLUMN, PRICE_COLUMN, REQUIRED_COLUMNS, CatalogError, check_prices, file_format, validate_frame
 from .metrics import smape_report
 
 log = logging.getLogger(__name__)
@@ -25,13 +29,7 @@ log = logging.getLogger(__name__)
 # The CPU model forks a worker per predict call of 1000+ rows (~50 ms); 20k rows is ~4 s of work
 # per chunk on 2 cores, so that overhead stays near 1%, and a chunk's matrices stay well under 1 GB.
 DEFAULT_CHUNK_ROWS = 20_000
-PARQUET_SUFFIXES = (".parquet", ".pq")
 Progress = Callable[[int], Any]  # called with the number of rows just finished
-
-
-def _csv_separator(path: Path) -> str:
-    """Tab for .tsv files (also compressed ones, e.g. data.tsv.gz), comma otherwise."""
-    return "\t" if ".tsv" in (s.lower() for s in path.suffixes) else ","
 
 
 def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
@@ -39,34 +37,15 @@ def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     if not path.exists():
         raise CatalogError(f"{path}: file not found")
     if path.is_dir():
-        raise CatalogError(f"{path}: is a directory, expected a .csv or .parquet file")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
-        import pyarrow.parquet as pq
-
-        try:
-            source = pq.ParquetFile(path)
-            batches = iter(source.iter_batches(batch_size=chunk_rows))
-            empty = source.schema_arrow.empty_table().to_pandas()
-        except Exception as exc:  # pyarrow raises many types for damaged files
-            raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
-        yielded = False
-        while True:
-            try:
-                batch = next(batches, None)
-            except Exception as exc:
-                raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
-            if batch is None:
-                break
-            if batch.num_rows:
-                yielded = True
-                yield batch.to_pandas()
-        if not yielded:
-            yield empty  # validate_frame names missing columns, or says there are no rows
+        raise CatalogError(f"{path}: is a directory, expected a .csv, .tsv or .parquet file")
+    kind, compression = file_format(path)
+    if kind == "parquet":
+        yield from _parquet_chunks(path, chunk_rows)
         return
     rows = 0
     try:
         reader = pd.read_csv(path, chunksize=chunk_rows, dtype=str, keep_default_na=False, encoding="utf-8",
-                             sep=_csv_separator(path), compression="infer")
+                             sep="\t" if kind == "tsv" else ",", compression=compression)
         with reader:
             for chunk in reader:
                 yield chunk
@@ -76,7 +55,36 @@ def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: not valid UTF-8 (after row {rows}); re-save the file as UTF-8") from None
     except pd.errors.ParserError as exc:
-        raise CatalogError(f"{path}: malformed CSV ({exc})") from None
+        raise CatalogError(f"{path}: malformed {kind.upper()} ({exc})") from None
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+        if compression is None or isinstance(exc, CatalogError):
+            raise
+        raise CatalogError(f"{path}: cannot decompress ({compression}): {exc}; the file is damaged or truncated") from None
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Record batches of a Parquet file as frames; a file without rows yields one empty frame with its columns."""
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+        batches = iter(source.iter_batches(batch_size=chunk_rows))
+        empty = source.schema_arrow.empty_table().to_pandas()
+    except Exception as exc:  # pyarrow raises many types for damaged files
+        raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
+    yielded = False
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:
+            raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
+        if batch is None:
+            break
+        if batch.num_rows:
+            yielded = True
+            yield batch.to_pandas()
+    if not yielded:
+        yield empty  # validate_frame names missing columns, or says there are no rows
 
 
 def iter_catalog(path: str | Path, *, labelled: bool = False, strict: bool = False,
@@ -128,6 +136,13 @@ def _temporary_beside(target: Path) -> Path:
     return Path(name)
 
 
+def _chunk_done(rows: int, progress: Progress | None) -> None:
+    """After each chunk: free its reference cycles (the CLI pauses the collector inside chunks), report progress."""
+    gc.collect()
+    if progress is not None:
+        progress(rows)
+
+
 def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  progress: Progress | None = None) -> int:
     """Write `sample_id,price` for every row of a catalog to `out`, chunk by chunk; return the row count.
@@ -143,8 +158,7 @@ def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: i
                 prices = model.predict(frame)
                 pd.DataFrame({ID_COLUMN: frame[ID_COLUMN], "price": prices}).to_csv(handle, header=rows == 0, index=False)
                 rows += len(frame)
-                if progress is not None:
-                    progress(len(frame))
+                _chunk_done(len(frame), progress)
         temporary.replace(out)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -160,6 +174,5 @@ def evaluate_file(model: Any, path: str | Path, *, strict: bool = False, chunk_r
     for frame in iter_catalog(path, labelled=True, strict=strict, chunk_rows=chunk_rows):
         predicted.append(model.predict(frame))
         actual.append(frame[PRICE_COLUMN].to_numpy(dtype=float))
-        if progress is not None:
-            progress(len(frame))
+        _chunk_done(len(frame), progress)
     return smape_report(np.concatenate(predicted), np.concatenate(actual))
