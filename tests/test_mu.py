@@ -1,4 +1,5 @@
-"""MU: shapes, causality, fused = literal, tokenizer, sampling, train -> save -> load -> generate, resume."""
+"""MU: shapes, causality, fused = literal, ablations and the transformer baseline, sizes and FLOPs, tokenizer,
+sampling, train -> save -> load -> generate, resume, and the torch-free `--set` machinery."""
 
 from __future__ import annotations
 
@@ -13,13 +14,24 @@ torch = pytest.importorskip("torch", reason="MU needs the nn extra (pip install 
 from conftest import kill_after_first_epoch  # noqa: E402
 from mu import MU, MUConfig  # noqa: E402
 from mu.generate import apply_repetition_penalty, generate, sample_token  # noqa: E402
-from mu.model import tile_index  # noqa: E402
+from mu.model import build_model, parameter_counts, tile_index, training_flops_per_token  # noqa: E402
 from mu.tokenizer import train_tokenizer  # noqa: E402
 
 TINY = {"vocab_size": 97, "n_layers": 2, "max_seq_len": 16}
 CORPUS = "\n".join(
     f"The quick brown fox {i} jumps over the lazy dog. Once upon a time there were {i % 7} little pigs." for i in range(60)
 )
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch):
+    """One intra-op thread here and in the training subprocesses: on a shared 2-core machine, two
+    OpenMP threads of tiny ops wait on each other (a tiny step measured 150 ms with two, 25 ms with one)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def pair_of_models(**config) -> tuple[MU, MU]:
@@ -83,6 +95,73 @@ def test_kv_cache_matches_full_forward():
     assert cached == uncached
 
 
+VARIANTS = [{"gate": "off"}, {"block_attention": "off"}, {"arch": "transformer"}, {"arch": "transformer", "width": 0}]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: ",".join(f"{k}={x}" for k, x in v.items()))
+def test_ablations_and_baseline_are_causal_language_models_with_a_cache(variant):
+    torch.manual_seed(0)
+    model = build_model(MUConfig(**TINY, **variant)).eval()
+    idx = torch.randint(0, 97, (2, 16))
+    assert model(idx).shape == (2, 16, 97)
+    changed = idx.clone()
+    changed[:, 9] = (changed[:, 9] + 1) % 97
+    assert torch.equal(model(idx)[:, :9], model(changed)[:, :9])
+    caches = [{} for _ in model.layers]
+    steps = [model.hidden(idx[:1, :5], caches, start=0)] + [model.hidden(idx[:1, t:t + 1], caches, start=t)
+                                                            for t in range(5, 16)]
+    assert torch.allclose(torch.cat(steps, dim=1), model.hidden(idx[:1]), atol=1e-5)
+    greedy = {"temperature": 0, "repetition_penalty": 1.0}
+    assert generate(model, [5, 6], 8, use_cache=True, **greedy) == generate(model, [5, 6], 8, use_cache=False, **greedy)
+
+
+def test_ablations_remove_exactly_their_part():
+    full = build_model(MUConfig(**TINY))
+    no_gate = build_model(MUConfig(**TINY, gate="off"))
+    no_blocks = build_model(MUConfig(**TINY, block_attention="off"))
+    names = {n for n, _ in full.named_parameters()}
+    assert names - {n for n, _ in no_gate.named_parameters()} == {n for n in names if ".gate." in n}
+    assert names - {n for n, _ in no_blocks.named_parameters()} == {n for n in names if ".blocks." in n}
+
+
+@pytest.mark.parametrize("vocab", [8192, 50_000])
+def test_matched_transformer_is_within_5_percent_of_mu(vocab):
+    mu_counts = parameter_counts(MU(MUConfig(vocab_size=vocab)))
+    same = parameter_counts(build_model(MUConfig(vocab_size=vocab, arch="transformer")))
+    matched = build_model(MUConfig(vocab_size=vocab, arch="transformer", width=0))
+    assert matched.config.width % matched.config.n_heads == 0
+    assert abs(parameter_counts(matched)["total"] / mu_counts["total"] - 1) <= 0.05
+    assert same["total"] < mu_counts["total"]  # same width and depth: no gate affinity tables
+    for counts in (mu_counts, same):
+        assert counts["total"] == counts["embedding"] + counts["output"] + counts["non_embedding"]
+    assert mu_counts["embedding"] == vocab * 64 + 128 * 64 + 6 * vocab * 16  # token, position, 6 affinity tables
+
+
+@pytest.mark.parametrize("variant", [{"block_attention": "literal"}, {"block_attention": "literal", "gate": "off"},
+                                     {"block_attention": "off"}, {"arch": "transformer"}])
+def test_training_flops_per_token_match_a_flop_counter(variant):
+    """The analytic count equals torch's FlopCounterMode over forward + backward (the literal form has
+    the block-diagonal projections as real per-block matmuls; the math SDPA backend exposes its matmuls)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = MUConfig(**TINY, **variant)
+    model = build_model(config)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(torch.randint(0, 97, (2, 16))).sum().backward()
+    assert counter.get_total_flops() / (2 * 16) == training_flops_per_token(config)
+
+
+def test_set_machinery_is_shared_and_torch_free():
+    code = ("import sys, trainloop, trainloop.overrides, smartprice.presets, mu.cli; "
+            "from smartprice.cli import parse_sets; assert parse_sets is trainloop.overrides.parse_sets; "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+    code = "import sys, mu.train; print('smartprice' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
 def test_repetition_penalty_lowers_negative_and_positive_logits():
     logits = torch.tensor([2.0, -2.0, 0.5, -1.0])
     out = apply_repetition_penalty(logits, torch.tensor([0, 1]), 1.25)
@@ -90,6 +169,7 @@ def test_repetition_penalty_lowers_negative_and_positive_logits():
     assert out[2] == 0.5 and out[3] == -1.0
     before, after = logits.softmax(-1), out.softmax(-1)
     assert after[0] < before[0] and after[1] < before[1]
+    assert torch.equal(apply_repetition_penalty(logits, torch.tensor([0, 1, 0, 0]), 1.25), out)  # once per token
 
 
 def test_sampling_respects_top_k_and_top_p():
@@ -124,6 +204,7 @@ def test_train_save_load_generate_cli(tmp_path):
     history = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"valid_loss", "valid_accuracy", "valid_perplexity"} <= set(history)
     assert "sample 'Once upon a time'" in result.stderr
+    assert "non-embedding" in result.stderr and "MFLOPs per training token" in result.stderr  # what it built
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
         assert (out / name).exists()
     gen = subprocess.run([sys.executable, "-m", "mu", "generate", str(out), "The quick", "--max-new-tokens", "5",
@@ -135,10 +216,30 @@ def test_train_save_load_generate_cli(tmp_path):
     assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"], rel=1e-6)
 
 
+def test_matched_transformer_trains_saves_and_loads(tmp_path):
+    from mu.train import load_model, resolve, train_mu
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    preset = resolve("test", {"arch": "transformer", "width": "0", "n_heads": "4", "n_layers": "2", "vocab_size": "300",
+                              "max_seq_len": "16", "batch_size": "4", "epochs": "1", "max_steps_per_epoch": "2",
+                              "sample_tokens": "0", "progress": "false"})
+    history = train_mu([str(corpus)], [str(corpus)], tmp_path / "model", preset).history
+    assert "valid_perplexity" in history[-1]
+    model, tokenizer = load_model(tmp_path / "model")
+    assert model.config.arch == "transformer" and model.config.width > 0  # the matched width is saved resolved
+    mu_total = parameter_counts(MU(MUConfig(vocab_size=model.config.vocab_size, n_layers=2, max_seq_len=16)))["total"]
+    assert abs(parameter_counts(model)["total"] / mu_total - 1) <= 0.05
+
+
 def test_cli_errors_are_one_line(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "mu", "train", "--train", str(tmp_path / "none.txt"), "--out",
                           str(tmp_path / "m"), "--set", "nope=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown preset field(s) nope" in bad.stderr and "Traceback" not in bad.stderr
+    mixed = subprocess.run([sys.executable, "-m", "mu", "train", "--train", str(tmp_path / "none.txt"), "--out",
+                            str(tmp_path / "m"), "--set", "arch=transformer", "--set", "gate=off"],
+                           capture_output=True, text=True)
+    assert mixed.returncode == 2 and "a transformer has neither" in mixed.stderr
 
 
 def test_sigkill_and_resume_gives_the_same_model(tmp_path):

