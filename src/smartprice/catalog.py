@@ -98,13 +98,18 @@ def _decompress(path: Path, compression: str) -> bytes:
         raise CatalogError(f"{path}: cannot decompress ({compression}): {exc}; the file is damaged or truncated") from None
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """Load CSV, TSV (optionally gzip/bz2/xz/zip-compressed) or Parquet into a frame of strings."""
+def open_format(path: Path) -> tuple[str, str | None]:
+    """`file_format` of a catalog that must exist and be a file (CatalogError otherwise)."""
     if not path.exists():
         raise CatalogError(f"{path}: file not found")
     if path.is_dir():
         raise CatalogError(f"{path}: is a directory, expected a .csv, .tsv or .parquet file")
-    kind, compression = file_format(path)
+    return file_format(path)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    """Load CSV, TSV (optionally gzip/bz2/xz/zip-compressed) or Parquet into a frame of strings."""
+    kind, compression = open_format(path)
     if kind == "parquet":
         try:
             frame = pd.read_parquet(path)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .catalog import ID_COLUMN, PRICE_COLUMN, REQUIRED_COLUMNS, CatalogError, check_prices, file_format, validate_frame
+from .catalog import ID_COLUMN, PRICE_COLUMN, REQUIRED_COLUMNS, CatalogError, check_prices, open_format, validate_frame
 from .metrics import smape_report
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,7 @@ Progress = Callable[[int], Any]  # called with the number of rows just finished
 
 def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     """Unvalidated chunks of a CSV/TSV (plain or compressed) or Parquet file; errors name the file."""
-    if not path.exists():
-        raise CatalogError(f"{path}: file not found")
-    if path.is_dir():
-        raise CatalogError(f"{path}: is a directory, expected a .csv, .tsv or .parquet file")
-    kind, compression = file_format(path)
+    kind, compression = open_format(path)
     if kind == "parquet":
         yield from _parquet_chunks(path, chunk_rows)
         return
