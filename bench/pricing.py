@@ -2,8 +2,8 @@
 
 Fits on ../shared/data/train.csv and measures on ../shared/data/holdout.csv (never fitted on).
 `--cv` adds 5-fold CV SMAPE (± standard error) on train.csv through `smartprice.cv`, the figure
-presets are chosen by. `--scale` fits the preset on train.csv repeated 11 times with perturbed
-text (~76k rows) and reports fit seconds and peak RSS. Each approach runs in its own process so
+presets are chosen by. `--scale` fits the first preset on train.csv repeated 11 times with
+perturbed text (~76k rows) and reports fit seconds and peak RSS. Each approach runs in its own process so
 its peak RSS is its own. Prints a table, then one JSON object as the last line. `smartprice
 predict` is timed end to end (process start, model load, reading, writing) on test_unlabeled.csv.
 
@@ -162,7 +162,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     presets = [p for p in args.presets.split(",") if p]
-    jobs = [(p, kind) for p in presets for kind in ["preset"] + ["cv"] * args.cv + ["scale"] * args.scale]
+    jobs = [(p, kind) for p in presets for kind in ["preset"] + ["cv"] * args.cv + ["scale"] * (args.scale and p == presets[0])]
     jobs += [] if args.skip_baselines else [(None, "tfidf_ridge"), (None, "tfidf_lightgbm")]
     results: dict[str, dict] = {}
 

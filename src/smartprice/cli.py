@@ -188,8 +188,9 @@ def _presets(args: argparse.Namespace) -> None:
 
     from . import presets
 
-    def smartprice_needs(preset: object) -> str:  # the CPU family runs on the base install, the others on torch
-        return NEEDS_BASE if getattr(preset, "kind", "") == "cpu" else NEEDS_NN
+    def smartprice_needs(preset: object) -> str:  # the CPU family runs on the base install (but for embeddings)
+        cpu_only = getattr(preset, "kind", "") == "cpu" and "emb" not in getattr(preset, "knn_views", ())
+        return NEEDS_BASE if cpu_only else NEEDS_NN
 
     if args.name:
         print(render_preset(presets, args.name, smartprice_needs, "smartprice"))

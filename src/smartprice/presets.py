@@ -29,8 +29,9 @@ class CpuPreset:
     char_max: int = 5                 # ... and longest: brand/size fragments, robust to spelling
     ridge_alpha: float = 1.5          # L2 of the text ridge models, chosen by 5-fold CV on train.csv
     neighbours: int = 20              # cosine neighbours for price statistics
-    knn_views: tuple = ("name",)      # text matrices with neighbour price statistics: name / word (listing) / char (name)
-    unit_ridge: bool = False          # a word ridge on log price per unit of quantity (log quantity added back)
+    knn_views: tuple = ("name", "word")  # neighbour price statistics on: name / word (listing) / char (name) / emb
+                                         # (smartprice cv on train.csv: + word -0.18 SMAPE; + char on top +0.1, dropped)
+    unit_ridge: bool = True           # a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE (smartprice cv)
     embed_encoder: str = "minilm"     # frozen sentence encoder of the "emb" view (offline all-MiniLM-L6-v2)
     embed_max_length: int = 128       # tokens embedded per listing: name and first bullets
     embed_ridge_alpha: float = 1.0    # L2 of the ridge on embeddings (384 dense columns)
@@ -103,6 +104,9 @@ class BlendPreset:
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
     "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),  # ~2x quicker fit
+    # The CPU stack plus frozen all-MiniLM-L6-v2 embeddings of each listing (a ridge and neighbours on them):
+    # needs the nn extra; embedding ~7k listings takes minutes on 2 cores (bench/pricing.py --cv).
+    "accurate": CpuPreset(knn_views=("name", "word", "emb")),
     # The seeds' four presets (DESIGN.md section 2), head input = 768 + features.
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
@@ -127,6 +131,8 @@ PRESET_SUMMARIES: dict[str, tuple[str, str]] = {
     "cpu": ("the default: TF-IDF ridge models + neighbour prices, stacked under LightGBM",
             "seconds to fit train.csv on 2 cores (bench/pricing.py)"),
     "cpu-fast": ("the CPU stack with fewer folds and trees", "less than cpu"),
+    "accurate": ("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
+                 "minutes: embedding every listing on the CPU (bench/pricing.py)"),
     "ultra": ("the seeds' largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
     "fast": ("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy"),
     "blazing": ("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),
