@@ -26,7 +26,8 @@ Budget: 90 s of training per model. MU, the slowest, then sees ~190k tokens (0.8
 ~245k training tokens; the validation curves are still falling, so this compares early training,
 not converged models); 6 equal-time runs (540 s), 5 equal-token runs at MU's token count (~300 s),
 11 test evaluations, per-run overhead and the speed section make ~22-25 minutes on this 2-core
-machine, the limit we set for a benchmark that is rerun after changes.
+machine alone (31 minutes measured while other jobs shared its cores), about the limit we set for
+a benchmark that is rerun after changes.
 
     python bench/mu.py [--budget-s 90] [--vocab 8192] [--png bench/mu_perplexity.png] [--quick]
 
