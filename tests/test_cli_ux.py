@@ -49,7 +49,8 @@ def test_presets_lists_every_preset_with_kind_needs_and_cost():
     for name, preset in presets.PRESETS.items():
         line = next(line for line in lines if line.split(" ", 1)[0] == name)
         assert f" {preset.kind} " in line
-        assert ("base install" if preset.kind == "cpu" else "nn extra") in line
+        cpu_only = preset.kind == "cpu" and "emb" not in getattr(preset, "knn_views", ())  # embeddings need torch
+        assert ("base install" if cpu_only else "nn extra") in line
     assert "(default)" in next(line for line in lines if line.startswith(presets.DEFAULT_PRESET + " "))
 
 
