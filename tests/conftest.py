@@ -73,7 +73,7 @@ def kill_during(command: list[str], checkpoint: Path, moment: str, log_file: Pat
                 time.sleep(0.3)
                 break
             if moment == "later-epoch" and state.exists() and json.loads(state.read_text())["epoch"] >= 1:
-                time.sleep(0.3)
+                time.sleep(0.1)
                 break
             if moment == "checkpoint-write" and staging.exists():
                 break

@@ -93,9 +93,9 @@ def test_blend_round_trip(tmp_path, encoders):
     np.testing.assert_array_equal(loaded.predict(catalog), model.predict(catalog))
 
 
-def _train_cmd(out, encoder, *extra, preset="blazing"):
+def _train_cmd(out, encoder, *extra, preset="blazing", data=EXAMPLES / "train.csv"):
     """The preset's own settings (DataLoader workers, batch, accumulation, precision); only sizes made small."""
-    return [sys.executable, "-m", "smartprice", "train", str(EXAMPLES / "train.csv"), "--out", str(out),
+    return [sys.executable, "-m", "smartprice", "train", str(data), "--out", str(out),
             "--preset", preset, "--set", f"encoder={encoder}", "--set", "epochs=3", "--set", "max_length=48", *extra]
 
 
@@ -106,11 +106,20 @@ def _predict(model, out):
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory, encoders):
+def resume_data(tmp_path_factory):
+    """A catalog long enough (20 micro-batches an epoch) that a kill can land inside an epoch."""
+    path = tmp_path_factory.mktemp("resume") / "train.csv"
+    make_catalog(360).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, encoders, resume_data):
     """Predictions of an uninterrupted blazing run with the preset's defaults."""
     root = tmp_path_factory.mktemp("straight")
     assert resolve_preset("blazing").num_workers > 0  # the setting that used to break resume
-    subprocess.run(_train_cmd(root / "model", encoders["distilroberta"]), check=True, capture_output=True)
+    subprocess.run(_train_cmd(root / "model", encoders["distilroberta"], data=resume_data), check=True,
+                   capture_output=True)
     return _predict(root / "model", root / "a.csv")
 
 
@@ -136,9 +145,9 @@ def test_iterating_the_loader_leaves_the_global_rng_alone():
 
 
 @pytest.mark.parametrize("moment", ["first-epoch", "later-epoch", "checkpoint-write"])
-def test_sigkill_then_resume_matches_with_preset_defaults(tmp_path, encoders, straight_run, moment):
+def test_sigkill_then_resume_matches_with_preset_defaults(tmp_path, encoders, resume_data, straight_run, moment):
     killed = tmp_path / "killed"
-    command = _train_cmd(killed, encoders["distilroberta"])
+    command = _train_cmd(killed, encoders["distilroberta"], data=resume_data)
     kill_during(command, tmp_path / "killed.work" / "checkpoint", moment, tmp_path / "killed.log")
     assert not (killed / "config.json").exists(), "the run finished before it could be killed"
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True)
@@ -151,10 +160,10 @@ def test_sigkill_then_resume_matches_with_preset_defaults(tmp_path, encoders, st
     np.testing.assert_allclose(b.price, straight_run.price, rtol=1e-6, atol=0)
 
 
-def test_resume_after_a_kill_between_the_checkpoint_renames(tmp_path, encoders, straight_run):
+def test_resume_after_a_kill_between_the_checkpoint_renames(tmp_path, encoders, resume_data, straight_run):
     """Killed after the old checkpoint was moved aside but before the new one took its place."""
     killed = tmp_path / "killed"
-    command = _train_cmd(killed, encoders["distilroberta"])
+    command = _train_cmd(killed, encoders["distilroberta"], data=resume_data)
     checkpoint = tmp_path / "killed.work" / "checkpoint"
     kill_after_first_epoch(command, checkpoint)
     os.replace(checkpoint, checkpoint.with_name("checkpoint.old"))
