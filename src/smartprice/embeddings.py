@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from trainloop.about import NN_INSTALL
+
 log = logging.getLogger(__name__)
 
 _CACHE: dict[tuple[str, int, bytes], np.ndarray] = {}  # (encoder location, max_length, text digest) -> vector
@@ -31,7 +33,7 @@ class SentenceEmbedder:
             from transformers import AutoModel
         except ImportError as exc:
             raise RuntimeError(f"embedding features need the nn extra ({exc.name} is not installed): "
-                               "pip install torch==2.13.0 && pip install 'smartprice[nn]'") from None
+                               + NN_INSTALL) from None
         from .encoders import load_weights, open_encoder
 
         location, tokenizer, _ = open_encoder(self.encoder)

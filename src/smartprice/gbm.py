@@ -164,7 +164,7 @@ class GbmStack:
             "brand": pd.Series([guess_brand(n) for n in names]),
             "names": pd.Series(names, dtype=object),  # kept at fit time: explain shows nearest training listings
             "log_qty": raw["log_quantity"].to_numpy(dtype=np.float64),
-            **({"emb": self._embedder().transform([listing_text(f) for f in fields])} if "emb" in self.preset.knn_views else {}),
+            **({"emb": self._embedder().transform([listing_text(f) for f in fields])} if "emb" in self.knn_views_ else {}),
         }
 
     def _embedder(self) -> Any:
@@ -178,16 +178,16 @@ class GbmStack:
 
         p = self.preset
         self.word_, self.char_, self.name_ = self._vectorizers()
+        self.knn_views_ = tuple(p.knn_views)  # checked before any parsing or embedding work
+        unknown = sorted(set(self.knn_views_) - set(KNN_VIEWS))
+        if unknown or "name" not in self.knn_views_:
+            raise ValueError(f"knn_views must include 'name' and be among {', '.join(KNN_VIEWS)}; got {', '.join(p.knn_views)}")
+        self.unit_ridge_ = p.unit_ridge
         log.info("cpu model: parsing and vectorising %d listings", len(texts))
         views = self._views(texts, fit=True)
         self.y_mean_ = float(y.mean())
         self.train_names_, self.train_prices_ = views["names"].tolist(), np.expm1(y)
 
-        self.knn_views_ = tuple(p.knn_views)
-        unknown = sorted(set(self.knn_views_) - set(KNN_VIEWS))
-        if unknown or "name" not in self.knn_views_:
-            raise ValueError(f"knn_views must include 'name' and be among {', '.join(KNN_VIEWS)}; got {', '.join(p.knn_views)}")
-        self.unit_ridge_ = p.unit_ridge
         features = stack_features(self.knn_views_, self.unit_ridge_)
         stack = np.zeros((len(y), len(features)))
         folds = KFold(p.folds, shuffle=True, random_state=p.seed)

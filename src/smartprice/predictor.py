@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainloop.about import NN_INSTALL
+
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, CatalogError
 from .metrics import smape_report
 from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
@@ -73,7 +75,7 @@ class PricePredictor:
                 import transformers  # noqa: F401
             except ImportError as exc:
                 raise RuntimeError(f"this preset needs the nn extra ({exc.name} is not installed): "
-                                   "pip install torch==2.13.0 && pip install 'smartprice[nn]'") from None
+                                   + NN_INSTALL) from None
             from .blend import Blend
             from .fusion import FusionRegressor
 
