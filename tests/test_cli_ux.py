@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -226,3 +227,75 @@ def test_mu_presets_read_the_table():
     assert "set by this preset; default 6" in row(full.stdout, "n_layers")
     unknown = run("presets", "huge", module="mu")
     assert unknown.returncode == 2 and "unknown preset 'huge'" in unknown.stderr
+
+
+# --- quiet defaults: closed pipes, library log lines, reasons for every field, cv progress ---------
+
+def test_presets_into_head_ends_quietly():
+    shell = subprocess.run(f"set -o pipefail; {sys.executable} -m smartprice presets | head -1",
+                           shell=True, executable="/bin/bash", capture_output=True, text=True)
+    assert shell.stdout.split()[:2] == ["preset", "kind"]
+    assert "Traceback" not in shell.stderr and "BrokenPipeError" not in shell.stderr
+    assert shell.returncode in (0, 141)  # 0 when everything fitted in the pipe before head left
+
+
+def test_a_closed_pipe_exits_141_without_a_word():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before smartprice writes: its first write fails
+    try:
+        result = subprocess.run([sys.executable, "-m", "smartprice", "presets", "cpu"], stdout=write_end,
+                                stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""
+
+
+@pytest.mark.parametrize("flags, level", [([], "WARNING"), (["-v"], "INFO"), (["-q", "-v"], "WARNING")])
+def test_library_info_lines_only_with_verbose(flags, level):
+    import logging
+
+    from smartprice.cli import LIBRARY_LOGGERS, _configure_logging, build_parser
+
+    saved = {name: logging.getLogger(name).level for name in LIBRARY_LOGGERS}
+    try:
+        _configure_logging(build_parser().parse_args([*flags, "presets"]))
+        assert {logging.getLevelName(logging.getLogger(n).level) for n in LIBRARY_LOGGERS} == {level}
+        assert not logging.getLogger("accelerate.checkpointing").isEnabledFor(logging.INFO) or level == "INFO"
+    finally:
+        for name, old in saved.items():
+            logging.getLogger(name).setLevel(old)
+
+
+@pytest.mark.parametrize("cls", [presets.FusionPreset, presets.BlendPreset])
+def test_every_fusion_and_blend_field_has_a_reason(cls):
+    from trainloop.describe import field_reasons
+
+    reasons = field_reasons(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if not reasons.get(f.name, "").strip()]
+    assert missing == []
+
+
+def test_cv_draws_a_fold_bar_on_a_terminal(tmp_path, capsys, monkeypatch):
+    from conftest import make_catalog
+    from smartprice.cli import main
+
+    make_catalog(40).to_csv(tmp_path / "train.csv", index=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(["cv", str(tmp_path / "train.csv"), "--folds", "2", "--set", "trees=30", "--set", "folds=2"]) == 0
+    err = capsys.readouterr().err
+    assert "cv cpu" in err and "2/2" in err and "folds" in err
+
+
+def test_training_prints_library_info_lines_only_with_verbose(tmp_path):
+    pytest.importorskip("transformers", reason="needs the nn extra")
+    from conftest import tiny_encoder
+
+    encoder = tiny_encoder("distilroberta", tmp_path / "encoder")
+    sets = [f"--set={pair}" for pair in (f"encoder={encoder}", "epochs=1", "max_length=32", "num_workers=0",
+                                         "progress=false", "batch_size=8", "grad_accum=1")]
+    train = ["train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--preset", "blazing", *sets]
+    quiet, verbose = run(*train), run("-v", *train)
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr
+    assert "epoch 1:" in quiet.stderr  # our own INFO lines stay
+    assert "Saving current state" not in quiet.stderr and "Loading weights" not in quiet.stderr
+    assert "Saving current state" in verbose.stderr  # Accelerate's checkpoint lines

@@ -77,6 +77,16 @@ def test_health_model_and_docs(client):
     assert "/predict" in client.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_open_offline(client, page):
+    html = client.get(page)
+    assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+    links = re.findall(r"""(?:src|href|url)\s*[=:]\s*["']([^"']+)["']""", html.text)
+    assert links and not [link for link in links if re.match(r"(https?:)?//", link)], links  # no external host
+    for link in links:  # the scripts, styles and icon are served by the app itself
+        assert client.get(link).status_code == 200, link
+
+
 GOOD = {"items": [{"sample_id": "1", "catalog_content": "Item Name: Tea 20 Count\nValue: 20\nUnit: Count"}]}
 BAD_REQUESTS = {
     "malformed JSON": ({"content": b'{"items": [', "headers": JSON}, 400, "malformed JSON at character 11"),

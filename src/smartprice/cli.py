@@ -28,6 +28,8 @@ log = logging.getLogger("smartprice")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smartprice", description="Predict product prices from catalog listings.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print the INFO lines of the libraries underneath (Accelerate, transformers)")
     parser.add_argument("--version", action="version", version=f"smartprice {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -119,15 +121,17 @@ def _train(args: argparse.Namespace) -> None:
 
 
 @contextmanager
-def _progress(args: argparse.Namespace, what: str) -> Iterator[Callable[[int], object] | None]:
-    """A rows/s progress bar on stderr when it is a terminal; nothing with -q or on a pipe."""
+def _progress(args: argparse.Namespace, what: str, unit: str = " rows",
+              total: int | None = None) -> Iterator[Callable[[int], object] | None]:
+    """A progress bar (rows/s by default) on stderr when it is a terminal; nothing with -q or on a pipe."""
     if args.quiet or not sys.stderr.isatty():
         yield None
         return
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    with logging_redirect_tqdm(), tqdm(desc=what, unit=" rows", unit_scale=True, file=sys.stderr, smoothing=0.1) as bar:
+    with logging_redirect_tqdm(), tqdm(desc=what, unit=unit, unit_scale=total is None, total=total, file=sys.stderr,
+                                       smoothing=0.1) as bar:
         yield bar.update  # log lines meanwhile are printed above the bar, not through it
 
 
@@ -175,7 +179,7 @@ def _serve(args: argparse.Namespace) -> None:
     try:
         from .serve import run
     except ModuleNotFoundError as exc:
-        if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic"):
+        if exc.name not in ("fastapi", "fastapi_offline", "uvicorn", "starlette", "pydantic"):
             raise
         raise RuntimeError(f"'smartprice serve' needs the serve extra ({exc.name} is not installed): "
                            "pip install 'smartprice[serve]'") from None
@@ -234,9 +238,12 @@ def _cv(args: argparse.Namespace) -> None:
     if second_preset is not None:
         resolve_preset(second_preset, second)
     frame = read_catalog(args.train, labelled=True)
-    results = [cross_validate(frame, args.preset, first, args.folds, args.seed)]
-    if second_preset is not None:
-        results.append(cross_validate(frame, second_preset, second, args.folds, args.seed))
+    runs = [(args.preset, first)] + ([(second_preset, second)] if second_preset is not None else [])
+    results = []
+    for preset, overrides in runs:
+        with _progress(args, f"cv {preset}", unit=" folds", total=args.folds) as progress:
+            results.append(cross_validate(frame, preset, overrides, args.folds, args.seed,
+                                          on_fold=None if progress is None else lambda *_: progress(1)))
     summaries = [r.summary() for r in results]
     paired = compare(*results) if len(results) == 2 else None
     if args.json:
@@ -255,17 +262,39 @@ def _cv(args: argparse.Namespace) -> None:
               f"({paired['z']:+.1f} standard errors: {verdict})")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# Libraries whose INFO lines (Accelerate: five per epoch checkpoint) are shown only with -v.
+LIBRARY_LOGGERS = ("accelerate", "transformers")
+SIGPIPE_STATUS = 128 + 13  # what a Unix tool exits with when its reader goes away (`smartprice presets | head -1`)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """Our INFO lines unless -q; the libraries' INFO lines only with -v (their warnings always)."""
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    verbose = args.verbose and not args.quiet
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if verbose:  # transformers sets its own level when imported, from this variable
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info")
+    else:  # nor its "Loading weights" bars (read when transformers is imported)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args)
     handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "presets": _presets, "serve": _serve,
                 "report": _report, "explain": _explain, "cv": _cv}
     try:
         handlers[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
     except (CatalogError, ModelDirError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"smartprice: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout again at exit: let that go nowhere
+        return SIGPIPE_STATUS
     except KeyboardInterrupt:
         print("smartprice: interrupted", file=sys.stderr)
         return 130

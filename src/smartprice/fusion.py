@@ -21,7 +21,7 @@ from .features import FeatureEncoder, parse_listings
 from .losses import price_loss
 from .metrics import smape
 from .modelio import ModelDirError
-from .presets import FusionPreset
+from .presets import FusionPreset, preset_to_dict
 
 log = logging.getLogger(__name__)
 ENCODER_DIR = "encoder"  # encoder config + tokenizer files inside a model directory
@@ -211,13 +211,14 @@ class FusionRegressor:
                             weight_decay=p.weight_decay, warmup_steps=int(round(p.warmup * steps_per_epoch)),
                             mixed_precision=p.mixed_precision,
                             num_workers=p.num_workers, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
-                            time_budget_s=p.time_budget_s, progress=p.progress)
+                            time_budget_s=p.time_budget_s, progress=p.progress, log_with=p.log_with)
         lengths = [len(ids[i]) for i in train_rows]
         prepare_for_training(self.net_, p)
         with tempfile.TemporaryDirectory() as scratch:
             result = train(self.net_, train_set, Collate(self.tokenizer_.pad_token_id or 0), loss_fn, config,
                            work_dir or scratch, evaluate_fn, resume=resume,
-                           length_of=(lengths.__getitem__ if p.length_grouping else None))
+                           length_of=(lengths.__getitem__ if p.length_grouping else None),
+                           project_name="smartprice", run_config=preset_to_dict(p))
             if result.best_path is not None:
                 from safetensors.torch import load_file
 

@@ -54,7 +54,7 @@ class FusionPreset:
     Model fields come from the seeds' table (DESIGN.md section 2); loop fields go to trainloop.
     """
 
-    kind: str = "fusion"
+    kind: str = "fusion"                  # which model family fits this preset
     encoder: str = "distilroberta-base"   # hub name or local directory (AutoModel/AutoTokenizer)
     pooling: str = "auto"                 # "cls", "mean", or "auto": mean for sentence-transformers, else cls
     max_length: int = 256                 # tokens per listing; covers ~p90 of catalog text
@@ -64,14 +64,14 @@ class FusionPreset:
     activation: str = "gelu"              # "gelu" or "relu"
     dropouts: tuple = (0.2, 0.15)         # one per hidden layer
     loss: str = "smape"                   # smape | focal_smape | l1 | huber (the last two on log1p(price))
-    focal_gamma: float = 2.0              # focal SMAPE exponent
+    focal_gamma: float = 2.0              # focal SMAPE exponent: 2 down-weights rows already priced well
     huber_delta: float = 1.0              # huber threshold on log1p(price)
-    epochs: int = 10
-    batch_size: int = 16
+    epochs: int = 10                      # passes over the training rows; the best epoch by validation SMAPE is kept
+    batch_size: int = 16                  # listings per micro-batch (the seeds' table); x grad_accum = effective batch
     grad_accum: int = 8                   # effective batch 128
-    lr: float = 3e-4
+    lr: float = 3e-4                      # peak AdamW learning rate after warmup (the seeds' table), cosine decay after
     warmup: float = 1.0                   # warmup length in epochs (converted to optimizer steps)
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01            # AdamW decoupled decay on matrices; biases and norms are not decayed
     eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
     valid_fraction: float = 0.1           # held out of the training rows to keep the best epoch
     # GPU options, each measured on/off by bench/gpu.py; no GPU has run it here yet, so today's defaults stay.
@@ -83,22 +83,24 @@ class FusionPreset:
     compile: bool = False                 # torch.compile the network before training: off as before (unmeasured);
                                           # compiling costs minutes, worth it only if the bench shows a gain
     num_workers: int = 2                  # DataLoader workers (persistent, prefetching)
-    max_steps_per_epoch: int = 0          # 0 = whole epochs
-    time_budget_s: float = 0.0            # 0 = none
-    seed: int = 0
-    progress: bool = True
+    max_steps_per_epoch: int = 0          # 0 = whole epochs; a cap makes quick checks and benchmarks short
+    time_budget_s: float = 0.0            # 0 = none; else stop cleanly (and checkpoint) after this many seconds
+    seed: int = 0                         # seeds weights of the head, the validation split, shuffling and dropout
+    progress: bool = True                 # tqdm bar per epoch with loss and samples/s
+    log_with: str = ""                    # experiment tracker via Accelerate: "mlflow" or "tensorboard"; "" = off
+                                          # (MLflow reads MLFLOW_TRACKING_URI; per-step loss/lr, per-epoch validation)
 
 
 @dataclass(frozen=True)
 class BlendPreset:
     """The CPU model and a fusion preset, blended in log space with a weight fitted on held-out rows."""
 
-    kind: str = "blend"
+    kind: str = "blend"                   # which model family fits this preset
     cpu_preset: str = "cpu"               # the CPU stack
     fusion_preset: str = "minilm"         # the transformer
     inner: tuple = ()                     # the two presets' overrides, (("fusion.epochs", 2), ...): --set fusion.epochs=2
     valid_fraction: float = 0.15          # rows of train held out to fit the weight (both models refit on all)
-    seed: int = 0
+    seed: int = 0                         # seeds the held-out split of the weight
 
 
 PRESETS: dict[str, Any] = {

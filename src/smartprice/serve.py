@@ -38,6 +38,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -406,8 +407,10 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
         return prices
 
     coalesce = Coalescer(predict_texts, max_rows=max_batch_rows)
-    app = FastAPI(title="smartprice", summary="Price product listings from their catalog text.",
-                  version=str(info.get("smartprice_version") or "unknown"))
+    # /docs and /redoc from Swagger UI / ReDoc files shipped by fastapi-offline: the pages open with no network.
+    app = FastAPIOffline(title="smartprice", summary="Price product listings from their catalog text.",
+                         version=str(info.get("smartprice_version") or "unknown"),
+                         swagger_ui_parameters={"validatorUrl": None})  # no badge fetched from validator.swagger.io
     app.state.predictor, app.state.info = predictor, info
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

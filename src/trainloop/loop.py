@@ -14,13 +14,14 @@ per run with workers, which a resumed run would otherwise draw at a different po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
+TENSORBOARD_DIR = "runs"  # log_with=tensorboard: event files under ./runs/PROJECT (tensorboard --logdir runs)
 BEST_WEIGHTS = "best.safetensors"
 
 
@@ -53,6 +55,8 @@ class LoopConfig:
     max_steps_per_epoch: int = 0       # 0 = whole epoch; else stop each epoch after this many micro-batches
     time_budget_s: float = 0.0         # 0 = none; else stop cleanly (and checkpoint) after this many seconds
     progress: bool = True              # tqdm bar with it/s and samples/s (GPU memory/utilisation on CUDA)
+    log_with: str = ""                 # Accelerate tracker: "mlflow" (reads MLFLOW_TRACKING_URI) or "tensorboard"
+                                       # (writes ./runs); "" or "none" = off
 
 
 @dataclass
@@ -121,6 +125,22 @@ def _atomic_replace_dir(staging: Path, target: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def _tracker(log_with: str) -> str | None:
+    """The Accelerate tracker named by `log_with` ("" / "none": None); one that is not installed is an error."""
+    name = log_with.strip().lower()
+    if name in ("", "none"):
+        return None
+    from accelerate.utils import is_mlflow_available, is_tensorboard_available
+
+    available = {"mlflow": is_mlflow_available, "tensorboard": is_tensorboard_available}
+    if name not in available:
+        raise ValueError(f"log_with={log_with!r}: choose mlflow, tensorboard or none")
+    if not available[name]():
+        hint = "pip install 'smartprice[mlflow]'" if name == "mlflow" else "pip install tensorboard"
+        raise RuntimeError(f"log_with={name} needs {name}, which is not installed: {hint}")
+    return name
+
+
 def _gpu_status() -> str:
     if not torch.cuda.is_available():
         return ""
@@ -144,22 +164,32 @@ def train(
     resume: bool = False,
     length_of: Callable[[int], int] | None = None,
     param_groups: Callable[[torch.nn.Module], list[dict[str, Any]]] | None = None,
+    project_name: str = "trainloop",
+    run_config: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train `model` in place and return per-epoch metrics; see the module docstring.
 
     `length_of(i)`, when given, is the length of example i: batches are then drawn from length-sorted
     buckets so padding stays small. `param_groups` overrides the default decay/no-decay split.
+    With `config.log_with`, the tracker gets `run_config` (default: the loop config) as run parameters
+    under experiment `project_name`, loss and learning rate per optimizer step, and each epoch's metrics.
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
+    tracker = _tracker(config.log_with)
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+        log_with=tracker, project_dir=TENSORBOARD_DIR if tracker == "tensorboard" else None,
     )
+    if tracker:  # run parameters: the preset's fields, as strings where a tracker takes scalars only
+        params = dict(run_config) if run_config is not None else dataclasses.asdict(config)
+        accelerator.init_trackers(project_name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                        for k, v in params.items()})
     set_seed(config.seed)
     if torch.cuda.is_available():  # TF32 matmuls and cuDNN autotuning: free speed on Ampere and newer
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -207,6 +237,7 @@ def train(
         model.train()
         bar = _progress(config, accelerator, micro_per_epoch, epoch)
         epoch_loss, epoch_items, tick = 0.0, 0, time.perf_counter()
+        step_loss, step_items = 0.0, 0
         for index, batch in enumerate(loader):
             if index >= micro_per_epoch:
                 break
@@ -215,12 +246,18 @@ def train(
                 if accelerator.sync_gradients:
                     if config.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                used_lr = optimizer.param_groups[0]["lr"]  # before the scheduler moves it on
                 optimizer.step()
                 if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                     scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             epoch_loss += float(loss.detach()) * items
             epoch_items += items
+            step_loss, step_items = step_loss + float(loss.detach()) * items, step_items + items
+            if tracker and accelerator.sync_gradients:  # one point per optimizer step: its mean loss, the LR it used
+                accelerator.log({"train_loss": step_loss / max(1, step_items), "lr": used_lr},
+                                step=scheduler.last_epoch)
+                step_loss, step_items = 0.0, 0
             samples_seen += config.batch_size * accelerator.num_processes
             if bar is not None:
                 bar.update(1)
@@ -250,6 +287,9 @@ def train(
         if on_epoch_end is not None and accelerator.is_main_process:
             on_epoch_end(unwrapped, metrics)
         log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+        if tracker:
+            accelerator.log({f"epoch_{k}" if k == "train_loss" else k: v for k, v in metrics.items()
+                             if isinstance(v, (int, float))}, step=scheduler.last_epoch)
         _save_checkpoint(accelerator, checkpoint, {"epoch": epoch + 1, "best_score": result.best_score,
                                                    "history": result.history})
         if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
@@ -257,6 +297,8 @@ def train(
     result.best_path = out_dir / BEST_WEIGHTS if (out_dir / BEST_WEIGHTS).exists() else None
     result.samples_per_s = samples_seen / max(sample_time, 1e-9)
     accelerator.wait_for_everyone()
+    if tracker:
+        accelerator.end_training()
     return result
 
 
