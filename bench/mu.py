@@ -1,4 +1,5 @@
-"""MU benchmark (CPU), all in one run; last line is one JSON object.
+"""MU benchmark (CPU), all in one run: speed, then MU against baselines with tuned learning rates and
+3 seeds; the last line is one JSON object.
 
 Speed (vocabulary 50,000 unless said; batch 8, seq 128, 6 layers: the test preset's shapes):
 1. parameters of the test preset;
@@ -6,32 +7,40 @@ Speed (vocabulary 50,000 unless said; batch 8, seq 128, 6 layers: the test prese
    vocabulary 256 and 50,000, and of the output layer alone (Linear(64, V) + cross-entropy + its
    AdamW step): a bound every model pays. Steps are timed in interleaved rounds (model, bound,
    model, ...) and the medians compared, so that a change in the machine's load hits both alike.
-   AdamW is built as the training loop builds it (torch defaults); the same figures with
-   AdamW(fused=True) are printed beside them;
+   AdamW is built as the training loop builds it (`trainloop.loop.make_adamw`: fused kernel);
 3. generation tokens/s with and without the KV cache (120 new tokens at seq 128), alternating.
 
-Comparison (does MU's design help?): MU, MU gate=off, MU block_attention=off, MU without both (a
-post-LN transformer), a pre-LN transformer of MU's width and depth and one of MU's total parameter
-count, each trained by `train_mu` (same
-tokenizer, windows, loop, optimizer, schedule, seed) on 95% of wikitext2_valid:
-- equal time: each model gets the optimizer steps it runs in --budget-s seconds, from a throughput
-  calibration of all models in interleaved rounds at the start (so the schedule is sized to the run
-  and the machine's load during the runs does not change what is trained; the seconds each run
-  actually trained are printed);
-- equal tokens: each model trained for the steps the slowest model gets (same schedule length);
-then perplexity on wikitext2_test (same tokenizer, non-overlapping windows) in one table with an
-interpolated bigram baseline, and a PNG of validation perplexity (the held-out 5%) against tokens seen.
+Comparison (does MU's design help, once each model has its own learning rate and seeds are
+repeated?): MU, MU without both parts (gate=off, block_attention=off: a post-LN transformer, its
+core), a pre-LN transformer of MU's width and depth and one of MU's total parameter count. Every run
+goes through `train_mu` (same tokenizer, windows, loop, fused AdamW, warmup + cosine schedule) on
+95% of wikitext2_valid; the last 5% ("held-out") is the validation split. wikitext2_test is read
+only to score the finished seed runs.
+- steps: each model gets the optimizer steps it runs in --budget-s seconds, from a throughput
+  calibration of all models in interleaved rounds at the start (so the machine's load during the
+  runs does not change what is trained; the seconds each run actually trained are printed);
+- learning rate: per model, a run of --trial-fraction of its steps at each of --lrs (seed 1000,
+  none of the measured seeds); while the best is at the edge of the rates tried, one more a grid
+  step beyond it; the rate with the lowest held-out loss wins (`choose_lr`, given no test text);
+- equal time: --seeds runs (seeds 0, 1, ...) at the chosen rate and the model's steps;
+- equal tokens: the same seeds for the steps of the slowest model (for it, the same runs);
+then test perplexity (non-overlapping windows) as mean ± standard error over seeds, beside an
+interpolated bigram with the same tokenizer, and a PNG of held-out perplexity against tokens seen:
+the learning-rate trials, and one line per seed at equal time and at equal tokens.
 
-Budget: 90 s of training per model. MU, the slowest, then sees ~190k tokens (0.8 epoch of the
-~245k training tokens; the validation curves are still falling, so this compares early training,
-not converged models); 6 equal-time runs (540 s), 5 equal-token runs at MU's token count (~300 s),
-11 test evaluations, per-run overhead and the speed section make ~22-25 minutes on this 2-core
-machine alone (31 minutes measured while other jobs shared its cores), about the limit we set for
-a benchmark that is rerun after changes.
+Budget (2 cores, 1 thread; single training steps measured MU at ~3,300 tok/s, the others 1.3-1.8x
+that): 4 models x (3-4 trials of 45 s + 3 seeds of 90 s) ~ 1,800 s at most, 9 equal-token runs of
+the faster models at MU's tokens (55-77% of 90 s) ~ 500 s, the loop's own overhead (~10%) ~ 230 s:
+~42 min of training. 21 test scores (~330k tokens at 9-15k tok/s: ~8 min), 8 held-out scores per run
+(~4 min in all), set-up and checkpoints (~1 min), the speed section and the calibration (~1 min):
+~56 minutes on an idle machine, leaving ~25% for others' jobs on the same cores within the
+75-minute limit. The duration is printed at the end.
 
-    python bench/mu.py [--budget-s 90] [--vocab 8192] [--png bench/mu_perplexity.png] [--quick]
+    python bench/mu.py [--budget-s 90] [--trial-fraction 0.5] [--lrs 1e-3,2e-3,4e-3] [--seeds 3]
+                       [--vocab 8192] [--png bench/mu_perplexity.png] [--quick]
 
---quick checks that everything runs (tiny budgets, a slice of the test text) in a few minutes.
+--quick checks that everything runs (a slice of the texts, vocabulary 1,024, tiny budgets, 2 seeds)
+in about a minute; its PNG goes to the temporary directory unless --png is given.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 # This script shares its name with the package it measures: take its own folder off the import
@@ -59,25 +68,27 @@ from mu.generate import generate  # noqa: E402
 from mu.model import build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
 from mu.tokenizer import train_tokenizer  # noqa: E402
 from mu.train import eval_windows, evaluate, load_model, resolve, train_mu  # noqa: E402
+from trainloop.loop import make_adamw  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 BATCH, SEQ, LAYERS = 8, 128, 6
+HELD_OUT = 0.05  # tail of wikitext2_valid for validation (~13.6k tokens at vocabulary 8,192)
 # The models compared: name -> `--set` overrides of the test preset.
 MODELS = {
     "MU": {},
-    "MU gate=off": {"gate": "off"},
-    "MU block_attention=off": {"block_attention": "off"},
     # Without both parts MU *is* a post-LN transformer of width 64 (x_new = LN(z + FFN(z)), z = LN(x + attn)):
     # it separates what the parts do from what post-LN does against the pre-LN baselines below.
-    "MU gate=off block_attention=off (post-LN transformer)": {"gate": "off", "block_attention": "off"},
-    "transformer (MU's width, depth)": {"arch": "transformer"},
-    "transformer (MU's parameters)": {"arch": "transformer", "width": 0},
+    "MU without both parts (post-LN core)": {"gate": "off", "block_attention": "off"},
+    "transformer, pre-LN (MU's width)": {"arch": "transformer"},
+    "transformer, pre-LN (MU's parameters)": {"arch": "transformer", "width": 0},
 }
+LRS = (1e-3, 2e-3, 4e-3)  # around the 2e-3 that beat 3e-4 for MU in 2-minute runs; x2 apart
+LR_SEED = 1000            # the learning-rate trials' seed: none of the measured seeds (0, 1, ...)
 # Training settings shared by every model of the comparison (the test preset's otherwise).
-SHARED = {"lr": 2e-3,              # small models, short runs: 2e-3 reached lower loss than 3e-4 in 2 min
-          "grad_accum": 1,          # a step per batch of 8 windows: more steps in a short budget
-          "warmup_steps": 50,       # cap; the loop warms up for at most 10% of the run
-          "sample_tokens": 0, "progress": False, "seed": 0}
+SHARED = {"grad_accum": 1,             # a step per batch of 8 windows: more steps in a short budget
+          "warmup_fraction": 0.1,      # warmup = 10% of each run's steps, whatever its length ...
+          "warmup_steps": 100_000,     # ... uncapped, so short trials and long runs warm up alike
+          "sample_tokens": 0, "progress": False}
 
 
 def median_seconds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -93,9 +104,9 @@ def median_seconds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str,
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def train_step(model: torch.nn.Module, vocab: int, fused_adamw: bool = False) -> Callable[[], None]:
-    """One training step (forward, cross-entropy, backward, AdamW) on fixed random tokens."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=fused_adamw or None)
+def train_step(model: torch.nn.Module, vocab: int) -> Callable[[], None]:
+    """One training step (forward, cross-entropy, backward, the loop's AdamW) on fixed random tokens."""
+    optimizer = make_adamw(model.parameters(), 1e-4, 0.01)
     batch = torch.randint(0, vocab, (BATCH, SEQ + 1), generator=torch.Generator().manual_seed(0))
     model.train()
 
@@ -108,10 +119,10 @@ def train_step(model: torch.nn.Module, vocab: int, fused_adamw: bool = False) ->
     return step
 
 
-def output_layer_step(vocab: int, fused_adamw: bool = False) -> Callable[[], None]:
+def output_layer_step(vocab: int) -> Callable[[], None]:
     """The bound: hidden (B, T, 64) -> Linear(64, V) -> cross-entropy, backward and AdamW; every model pays this."""
     head = torch.nn.Linear(64, vocab)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=1e-4, weight_decay=0.01, fused=fused_adamw or None)
+    optimizer = make_adamw(head.parameters(), 1e-4, 0.01)
     hidden = torch.randn(BATCH, SEQ, 64, requires_grad=True)
     target = torch.randint(0, vocab, (BATCH * SEQ,))
 
@@ -124,6 +135,7 @@ def output_layer_step(vocab: int, fused_adamw: bool = False) -> Callable[[], Non
 
 
 def mu_model(vocab: int, **config) -> MU:
+    """MU at the test preset's depth and context, seeded."""
     torch.manual_seed(0)
     return MU(MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ, **config))
 
@@ -139,15 +151,12 @@ def speed(rounds: int, new_tokens: int) -> dict:
           f"fused/literal x{small['literal'] / small['fused']:.2f}", flush=True)
     large = median_seconds({"fused": train_step(mu_model(50_000), 50_000),
                             "literal": train_step(mu_model(50_000, block_attention="literal"), 50_000),
-                            "bound": output_layer_step(50_000),
-                            "fused, AdamW(fused=True)": train_step(mu_model(50_000), 50_000, fused_adamw=True),
-                            "bound, AdamW(fused=True)": output_layer_step(50_000, fused_adamw=True)}, rounds)
+                            "bound": output_layer_step(50_000)}, rounds)
     out["vocab50k_tokens_per_s"] = {k: tokens / s for k, s in large.items()}
     out["fused_vs_bound"] = large["bound"] / large["fused"]
-    out["fused_vs_bound_fused_adamw"] = large["bound, AdamW(fused=True)"] / large["fused, AdamW(fused=True)"]
     print(f"vocab 50000:  fused {tokens / large['fused']:8.0f} tok/s  literal {tokens / large['literal']:8.0f} tok/s  "
           f"output-layer bound {tokens / large['bound']:8.0f} tok/s  fused/bound {out['fused_vs_bound']:.0%} "
-          f"(target >= 80%); with AdamW(fused=True): {out['fused_vs_bound_fused_adamw']:.0%}", flush=True)
+          f"(target >= 80%; AdamW fused as in the loop)", flush=True)
 
     model = mu_model(50_000).eval()
     prompt = list(range(4, 12))  # 8 prompt tokens + 120 new = seq 128
@@ -196,129 +205,203 @@ def calibrate(vocab: int, rounds: int) -> dict[str, float]:
     return {name: BATCH * SEQ / s for name, s in median_seconds(steps, rounds).items()}
 
 
-def run(name: str, steps: int, chunks: int, vocab: int, fit: Path, held: Path, test_lines: list[str],
-        out: Path) -> dict:
-    """Train one model for `steps` optimizer steps, evaluated on the held-out text `chunks` times; test perplexity."""
+def split_training_text(lines: Sequence[str], directory: Path) -> tuple[Path, Path]:
+    """Write the fitting text (first 95%) and the held-out tail (last 5%) of the training lines; their paths."""
+    cut = int(len(lines) * (1 - HELD_OUT))
+    fit, held = directory / "fit.txt", directory / "held.txt"
+    fit.write_text("\n".join(lines[:cut]))
+    held.write_text("\n".join(lines[cut:]))
+    return fit, held
+
+
+def run(name: str, lr: float, seed: int, steps: int, chunks: int, vocab: int, fit: Path, held: Path, out: Path,
+        test_lines: Sequence[str] | None = None) -> dict:
+    """Train model `name` for `steps` optimizer steps, scored on the held-out text `chunks` times (and on test lines if given)."""
     per_chunk = max(1, steps // chunks)
-    preset = resolve("test", {**SHARED, **MODELS[name], "vocab_size": vocab, "epochs": chunks,
-                              "max_steps_per_epoch": per_chunk})
+    preset = resolve("test", {**SHARED, **MODELS[name], "lr": lr, "seed": seed, "vocab_size": vocab,
+                              "epochs": chunks, "max_steps_per_epoch": per_chunk})
     started = time.perf_counter()
     result = train_mu([str(fit)], [str(held)], out, preset)
     wall_s = time.perf_counter() - started
-    model, tokenizer = load_model(out)
-    test = evaluate(model, eval_windows(encode_corpus(tokenizer, test_lines), SEQ))
     tokens_per_chunk = per_chunk * BATCH * SEQ
-    best = min(result.history, key=lambda h: h["valid_loss"])
-    return {"steps": per_chunk * chunks, "tokens": tokens_per_chunk * chunks,
-            "train_s": per_chunk * chunks * BATCH / result.samples_per_s, "wall_s": wall_s,
-            "curve": [(h["epoch"] * tokens_per_chunk, h["valid_perplexity"]) for h in result.history],
-            "best_chunk": best["epoch"], "test_perplexity": test["perplexity"], "test_accuracy": test["accuracy"]}
+    train_s = per_chunk * chunks * BATCH / result.samples_per_s
+    record = {"lr": lr, "seed": seed, "steps": per_chunk * chunks, "tokens": tokens_per_chunk * chunks,
+              "train_s": train_s, "wall_s": wall_s, "tokens_per_s": tokens_per_chunk * chunks / train_s,
+              "valid_loss": min(h["valid_loss"] for h in result.history),
+              "curve": [(h["epoch"] * tokens_per_chunk, h["valid_perplexity"]) for h in result.history]}
+    if test_lines is not None:  # the best chunk's weights (by held-out loss), as train_mu saved them
+        model, tokenizer = load_model(out)
+        test = evaluate(model, eval_windows(encode_corpus(tokenizer, test_lines), SEQ))
+        record |= {"test_perplexity": test["perplexity"], "test_accuracy": test["accuracy"]}
+    return record
+
+
+def choose_lr(name: str, lrs: Sequence[float], steps: int, chunks: int, vocab: int, fit: Path, held: Path,
+              out: Path, extend: int = 1) -> tuple[float, dict[float, dict]]:
+    """The rate with the lowest held-out loss after `steps` (seed LR_SEED), and every trial; given no test text.
+
+    `lrs` are tried first; while the best is the smallest or largest tried, up to `extend` more
+    trials go one grid step (the ratio of the two nearest rates) beyond it.
+    """
+    trials = {lr: run(name, lr, LR_SEED, steps, chunks, vocab, fit, held, out / f"lr{lr:g}") for lr in lrs}
+    for _ in range(extend):
+        tried = sorted(trials)
+        best = min(trials, key=lambda lr: trials[lr]["valid_loss"])
+        if len(tried) < 2 or best not in (tried[0], tried[-1]):
+            break
+        lr = best * tried[-1] / tried[-2] if best == tried[-1] else best * tried[0] / tried[1]
+        trials[lr] = run(name, lr, LR_SEED, steps, chunks, vocab, fit, held, out / f"lr{lr:g}")
+    return min(trials, key=lambda lr: trials[lr]["valid_loss"]), dict(sorted(trials.items()))
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (0 for a single value)."""
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0)
 
 
 def plot(results: dict, equal_tokens: int, png: Path) -> None:
-    """Validation perplexity against training tokens seen: equal-time runs solid, equal-token runs dashed."""
+    """Held-out perplexity against tokens seen: LR trials, then one line per seed at equal time and equal tokens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, r in results.items():
-        tokens, ppl = zip(*r["equal_time"]["curve"])
-        line, = ax.plot([t / 1e6 for t in tokens], ppl, marker="o", markersize=3, label=name)
-        if r["equal_tokens"] is not r["equal_time"]:
-            tokens, ppl = zip(*r["equal_tokens"]["curve"])
-            ax.plot([t / 1e6 for t in tokens], ppl, linestyle="--", linewidth=1, color=line.get_color())
-    ax.axvline(equal_tokens / 1e6, color="grey", linestyle=":", label="equal-token point")
-    ax.set_yscale("log")
-    ax.set_xlabel("training tokens seen (millions)")
-    ax.set_ylabel("validation perplexity (held-out 5%)")
-    ax.set_title("wikitext2_valid: equal wall-clock budget (solid), equal tokens (dashed)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    styles = ("-", "--", ":", "-.")
+    for color, (name, r) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], results.items()):
+        for style, (lr, trial) in zip(styles, r["trials"].items()):
+            tokens, ppl = zip(*trial["curve"])
+            axes[0].plot([t / 1e6 for t in tokens], ppl, linestyle=style, color=color, linewidth=1,
+                         label=f"{name}, lr {lr:g}")
+        for ax, key in ((axes[1], "equal_time"), (axes[2], "equal_tokens")):
+            for i, seed_run in enumerate(r[key]):
+                tokens, ppl = zip(*seed_run["curve"])
+                ax.plot([t / 1e6 for t in tokens], ppl, marker="o", markersize=2, linewidth=1, color=color,
+                        alpha=0.8, label=f"{name} (lr {r['lr']:g})" if i == 0 else None)
+    axes[1].axvline(equal_tokens / 1e6, color="grey", linestyle=":", label="equal-token point")
+    titles = ("learning-rate trials (seed 1000)", "equal time, one line per seed", "equal tokens, one line per seed")
+    for ax, title in zip(axes, titles):
+        ax.set_yscale("log")
+        ax.set_xlabel("training tokens seen (millions)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0].set_ylabel("validation perplexity (held-out 5% of wikitext2_valid)")
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=110)
     plt.close(fig)
 
 
 def compare(args: argparse.Namespace) -> dict:
-    """The comparison of the module docstring; prints the table and returns everything measured."""
+    """The comparison of the module docstring; prints the tables and returns everything measured."""
     lines = read_lines([CORPUS / "wikitext2_valid.txt"])
     test_lines = read_lines([CORPUS / "wikitext2_test.txt"])
     if args.quick:
-        test_lines = test_lines[:200]
-    cut = int(len(lines) * 0.95)  # the last 5% is held out for the validation curve (and the best chunk)
-    tokenizer = train_tokenizer(lines[:cut], args.vocab)  # what train_mu trains on the same text (deterministic)
-    vocab = tokenizer.get_vocab_size()
+        lines, test_lines = lines[:400], test_lines[:50]
+    seeds = list(range(args.seeds))
     sizes = {}
-    for name, overrides in MODELS.items():
-        config = resolve_width(MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ, **overrides))
-        counts = parameter_counts(build_model(config))
-        sizes[name] = counts | {"train_flops_per_token": training_flops_per_token(config), "width": config.width}
-    mu_total = sizes["MU"]["total"]
-    speeds = calibrate(vocab, 1 if args.quick else 3)
-    steps = {name: max(1, int(args.budget_s * s / (BATCH * SEQ))) for name, s in speeds.items()}
-    equal_steps = min(steps.values())
-    print(f"comparison:   vocab {vocab}, budget {args.budget_s:.0f} s/model; calibrated tok/s "
-          + ", ".join(f"{n} {s:.0f}" for n, s in speeds.items()), flush=True)
-    results: dict = {}
+    results: dict = {name: {} for name in MODELS}
     with tempfile.TemporaryDirectory() as tmp:
-        fit, held = Path(tmp) / "fit.txt", Path(tmp) / "held.txt"
-        fit.write_text("\n".join(lines[:cut]))
-        held.write_text("\n".join(lines[cut:]))
+        fit, held = split_training_text(lines, Path(tmp))
+        tokenizer = train_tokenizer(read_lines([fit]), args.vocab)  # what train_mu trains on the same text
+        vocab = tokenizer.get_vocab_size()
+        for name, overrides in MODELS.items():
+            config = resolve_width(MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ, **overrides))
+            sizes[name] = parameter_counts(build_model(config)) | {
+                "train_flops_per_token": training_flops_per_token(config), "width": config.width}
+        speeds = calibrate(vocab, 1 if args.quick else 3)
+        steps = {name: max(args.chunks, int(args.budget_s * s / (BATCH * SEQ))) for name, s in speeds.items()}
+        slowest = min(steps, key=steps.get)
+        print(f"comparison:   vocab {vocab}, {args.budget_s:.0f} s per seed run, learning rates "
+              f"{', '.join(f'{lr:g}' for lr in args.lrs)} at {args.trial_fraction:.0%} of that, seeds {seeds}; "
+              "calibrated tok/s " + ", ".join(f"{n} {s:.0f}" for n, s in speeds.items()), flush=True)
         for i, name in enumerate(MODELS):
-            results[name] = {"equal_time": run(name, steps[name], args.chunks, args.vocab, fit, held, test_lines,
-                                               Path(tmp) / f"time{i}")}
-            if steps[name] // args.chunks == equal_steps // args.chunks:  # the slowest: the same run
-                results[name]["equal_tokens"] = results[name]["equal_time"]
-            else:
-                results[name]["equal_tokens"] = run(name, equal_steps, args.chunks, args.vocab, fit, held, test_lines,
-                                                    Path(tmp) / f"tokens{i}")
             r = results[name]
-            print(f"  {name}: equal time {r['equal_time']['test_perplexity']:.1f} "
-                  f"({r['equal_time']['tokens'] / 1e6:.2f}M tokens, {r['equal_time']['train_s']:.0f} s trained), "
-                  f"equal tokens {r['equal_tokens']['test_perplexity']:.1f}", flush=True)
-        train_ids = encode_corpus(tokenizer, lines)
-        test_windows = eval_windows(encode_corpus(tokenizer, test_lines), SEQ)
-        bigram, lam = bigram_perplexity(train_ids, test_windows, vocab)
-    equal_tokens = results[min(steps, key=steps.get)]["equal_tokens"]["tokens"]
+            trial_steps = max(args.chunks, int(args.trial_fraction * steps[name]))
+            r["lr"], r["trials"] = choose_lr(name, args.lrs, trial_steps, args.chunks, args.vocab, fit, held,
+                                             Path(tmp) / f"m{i}")
+            print(f"  {name}: lr {r['lr']:g} (held-out ppl "
+                  + ", ".join(f"{lr:g}: {math.exp(t['valid_loss']):.1f}" for lr, t in r["trials"].items()) + ")",
+                  flush=True)
+            r["equal_time"] = [run(name, r["lr"], seed, steps[name], args.chunks, args.vocab, fit, held,
+                                   Path(tmp) / f"m{i}time{seed}", test_lines) for seed in seeds]
+            same = steps[name] // args.chunks == steps[slowest] // args.chunks  # the slowest: the same runs
+            r["equal_tokens"] = r["equal_time"] if same else [
+                run(name, r["lr"], seed, steps[slowest], args.chunks, args.vocab, fit, held,
+                    Path(tmp) / f"m{i}tokens{seed}", test_lines) for seed in seeds]
+            for key in ("equal_time", "equal_tokens"):
+                r[key + "_test_perplexity"] = mean_se([x["test_perplexity"] for x in r[key]])
+            print(f"  {name}: test ppl equal time {'{:.1f} ± {:.1f}'.format(*r['equal_time_test_perplexity'])} "
+                  f"({r['equal_time'][0]['tokens'] / 1e6:.2f}M tokens, "
+                  f"{statistics.fmean(x['train_s'] for x in r['equal_time']):.0f} s trained), equal tokens "
+                  f"{'{:.1f} ± {:.1f}'.format(*r['equal_tokens_test_perplexity'])}", flush=True)
+        train_ids = encode_corpus(tokenizer, read_lines([fit]))
+        bigram, lam = bigram_perplexity(train_ids, eval_windows(encode_corpus(tokenizer, test_lines), SEQ), vocab)
+    equal_tokens = results[slowest]["equal_tokens"][0]["tokens"]
     plot(results, equal_tokens, Path(args.png))
 
-    print(f"\n| model | parameters (non-embedding) | vs MU | train MFLOPs/token | tok/s | "
-          f"test ppl, equal time ({args.budget_s:.0f} s) | test ppl, equal tokens ({equal_tokens / 1e6:.2f}M) |")
-    print("|---|---|---|---|---|---|---|")
+    mu_total = sizes["MU"]["total"]
+    n = len(seeds)
+    print(f"\n| model | parameters (non-embedding) | vs MU | train MFLOPs/token | lr (held-out ppl per trial) | "
+          f"tok/s calibrated (in runs) | test ppl, equal time ({args.budget_s:.0f} s), mean ± s.e. of {n} seeds | "
+          f"test ppl, equal tokens ({equal_tokens / 1e6:.2f}M) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         s = sizes[name]
+        trials = " / ".join(f"{math.exp(t['valid_loss']):.0f}" for t in r["trials"].values())
+        in_runs = statistics.fmean(x["tokens_per_s"] for x in r["equal_time"])
         print(f"| {name} | {s['total']:,} ({s['non_embedding']:,}) | {s['total'] / mu_total - 1:+.1%} | "
-              f"{s['train_flops_per_token'] / 1e6:.2f} | {speeds[name]:.0f} | "
-              f"{r['equal_time']['test_perplexity']:.1f} ({r['equal_time']['tokens'] / 1e6:.2f}M tokens) | "
-              f"{r['equal_tokens']['test_perplexity']:.1f} |")
-    print(f"| bigram (interpolated, λ={lam:.2f}) | | | | | {bigram:.1f} | {bigram:.1f} |")
-    print(f"\nvalidation perplexity vs tokens seen: {args.png}", flush=True)
-    return {"vocab": vocab, "budget_s": args.budget_s, "chunks": args.chunks, "equal_tokens": equal_tokens,
-            "sizes": sizes, "calibrated_tokens_per_s": speeds, "models": results,
-            "bigram_perplexity": bigram, "bigram_lambda": lam, "png": str(args.png)}
+              f"{s['train_flops_per_token'] / 1e6:.2f} | {r['lr']:g} ({trials}) | {speeds[name]:,.0f} ({in_runs:,.0f}) | "
+              "{:.1f} ± {:.1f}".format(*r["equal_time_test_perplexity"])
+              + f" ({r['equal_time'][0]['tokens'] / 1e6:.2f}M tokens) | "
+              "{:.1f} ± {:.1f} |".format(*r["equal_tokens_test_perplexity"]))
+    print(f"| bigram (interpolated, λ={lam:.2f}, same tokenizer) | | | | | | {bigram:.1f} | {bigram:.1f} |")
+    best = min(results, key=lambda k: results[k]["equal_time_test_perplexity"][0])
+    best_ppl = results[best]["equal_time_test_perplexity"][0]
+    print(f"\nbest at equal time: {best}, {best_ppl:.1f} against the bigram's {bigram:.1f}: "
+          + ("beats it" if best_ppl < bigram else "does not beat it in this budget (see the curves)"))
+    edges = [name for name, r in results.items() if r["lr"] in (min(r["trials"]), max(r["trials"]))]
+    if edges:
+        print(f"learning rate still at the edge of the rates tried for: {', '.join(edges)} (a wider --lrs may do better)")
+    print(f"held-out perplexity vs tokens seen: {args.png}", flush=True)
+    return {"vocab": vocab, "budget_s": args.budget_s, "trial_fraction": args.trial_fraction, "lrs": list(args.lrs),
+            "seeds": seeds, "chunks": args.chunks, "steps": steps, "equal_tokens": equal_tokens, "sizes": sizes,
+            "calibrated_tokens_per_s": speeds, "models": results, "bigram_perplexity": bigram,
+            "bigram_lambda": lam, "png": str(args.png)}
 
 
 def main() -> None:
+    """Parse the options, run the speed section and the comparison, print the duration and the JSON line."""
+    started = time.perf_counter()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds per speed figure")
     parser.add_argument("--budget-s", type=float, default=90.0,
-                        help="training seconds per model in the comparison (90: the whole benchmark stays within "
-                             "about 25 minutes on 2 cores; see the module docstring)")
-    parser.add_argument("--chunks", type=int, default=8, help="validation points per training run")
+                        help="training seconds per seed run (90: the whole benchmark ~56 min on 2 cores, under 75)")
+    parser.add_argument("--trial-fraction", type=float, default=0.5,
+                        help="length of a learning-rate trial, as a share of the seed run's steps")
+    parser.add_argument("--lrs", type=lambda s: tuple(float(x) for x in s.split(",")), default=LRS,
+                        help="learning rates tried per model, comma-separated (at least 3)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per model at its chosen learning rate")
+    parser.add_argument("--chunks", type=int, default=8, help="held-out scores per training run")
     parser.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary of the comparison")
-    parser.add_argument("--png", default=str(Path(__file__).resolve().parent / "mu_perplexity.png"))
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true", help="check that it all runs: tiny budgets, minutes")
+    parser.add_argument("--png", default=None, help="the curves' PNG (default bench/mu_perplexity.png; "
+                                                    "with --quick, the temporary directory)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (0: torch's default); 1 because on the shared 2-core machine two "
+                             "threads of these small ops wait on each other (--quick: 3.1 min with 2, 0.8 with 1)")
+    parser.add_argument("--quick", action="store_true", help="check that it all runs: tiny budgets, about a minute")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-comparison", action="store_true")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
-        args.rounds, args.budget_s, args.chunks = 1, 6.0, 2
+        args.rounds, args.budget_s, args.chunks, args.seeds, args.vocab = 1, 0.5, 2, 2, 1024
+    if args.png is None:
+        folder = Path(tempfile.gettempdir()) if args.quick else Path(__file__).resolve().parent
+        args.png = str(folder / ("mu_perplexity_quick.png" if args.quick else "mu_perplexity.png"))
     results: dict = {"threads": torch.get_num_threads(), "quick": args.quick}
     params = MU(MUConfig(vocab_size=50_000, n_layers=LAYERS, max_seq_len=SEQ)).num_parameters()
     results["parameters_test_preset_vocab50k"] = params
@@ -327,6 +410,8 @@ def main() -> None:
         results["speed"] = speed(args.rounds, 20 if args.quick else 120)
     if not args.skip_comparison and (CORPUS / "wikitext2_valid.txt").exists():
         results["comparison"] = compare(args)
+    results["duration_s"] = time.perf_counter() - started
+    print(f"duration:     {results['duration_s'] / 60:.1f} min (limit for the full benchmark: 75 min)", flush=True)
     print(json.dumps(results))
 
 

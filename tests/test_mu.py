@@ -3,9 +3,12 @@ sampling, train -> save -> load -> generate, resume, and the torch-free `--set` 
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +259,77 @@ def test_sigkill_and_resume_gives_the_same_model(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "mu.py"
+# Enough text for windows of bench/mu.py's seq 128 in the 5% held-out tail (~1,000 tokens there).
+BENCH_TEXT = [f"The quick brown fox number {i} jumps over the lazy dog near river {i % 13}." for i in range(800)]
+
+
+@pytest.fixture(scope="module")
+def bench_mu():
+    """bench/mu.py as a module (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_mu", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench_split(bench_mu, tmp_path):
+    """The fitting text and the held-out tail, as bench/mu.py writes them."""
+    return bench_mu.split_training_text(BENCH_TEXT, tmp_path)
+
+
+def test_learning_rate_choice_never_reads_the_test_text(bench_mu, bench_split, tmp_path, monkeypatch):
+    import mu.train
+
+    assert not any("test" in p for p in inspect.signature(bench_mu.choose_lr).parameters)
+    fit, held = bench_split
+    read: list[str] = []
+    original = mu.train.read_lines
+
+    def recording(paths):
+        read.extend(str(p) for p in paths)
+        return original(paths)
+
+    monkeypatch.setattr(bench_mu, "read_lines", recording)
+    monkeypatch.setattr(mu.train, "read_lines", recording)
+    args = ("MU without both parts (post-LN core)", (1e-3, 4e-3, 1e-2), 4, 2, 300, fit, held)
+    chosen, trials = bench_mu.choose_lr(*args, tmp_path / "a", extend=0)
+    garbage = tmp_path / "garbage"
+    garbage.mkdir()
+    (garbage / "wikitext2_test.txt").write_text("zzz qqq " * 5000)  # would change the choice if it were read
+    monkeypatch.setattr(bench_mu, "CORPUS", garbage)
+    again, trials_again = bench_mu.choose_lr(*args, tmp_path / "b", extend=0)
+    assert chosen == again and sorted(trials) == [1e-3, 4e-3, 1e-2]
+    assert [t["valid_loss"] for t in trials.values()] == [t["valid_loss"] for t in trials_again.values()]
+    assert set(read) == {str(fit), str(held)}
+
+
+def test_bench_seeds_give_different_runs_and_the_same_seed_the_same_run(bench_mu, bench_split, tmp_path):
+    fit, held = bench_split
+
+    def curve(seed: int, name: str) -> list:
+        return bench_mu.run("MU", 2e-3, seed, 4, 2, 300, fit, held, tmp_path / name)["curve"]
+
+    first = curve(0, "a")
+    assert curve(0, "b") == first
+    assert curve(1, "c") != first
+
+
+def test_bench_quick_end_to_end(tmp_path):
+    """`python bench/mu.py --quick`: speed, LR trials, seeds, table, PNG and the JSON line (~50 s on 1 thread)."""
+    png = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, str(BENCH), "--quick", "--threads", "1", "--png", str(png)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["speed"]["fused_vs_bound"] > 0 and png.exists()
+    models = out["comparison"]["models"]
+    assert len(models) == 4
+    for r in models.values():
+        assert len(r["trials"]) >= 3 and r["lr"] in {float(k) for k in r["trials"]}
+        assert len(r["equal_time"]) == len(r["equal_tokens"]) == 2
+        assert len({x["seed"] for x in r["equal_time"]}) == 2
+    assert "mean ± s.e. of 2 seeds" in result.stdout and "duration:" in result.stdout

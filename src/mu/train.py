@@ -45,7 +45,8 @@ class MUPreset:
     grad_accum: int = 4             # effective batch 32 windows
     epochs: int = 3
     lr: float = 3e-4
-    warmup_steps: int = 500         # optimizer steps
+    warmup_steps: int = 500         # cap on the optimizer steps of linear warmup
+    warmup_fraction: float = 0.1    # warmup is at most this share of the run's optimizer steps (the loop's rule)
     weight_decay: float = 0.01
     mixed_precision: str = "auto"   # bf16/fp16 on GPUs, fp32 on CPU
     seed: int = 0

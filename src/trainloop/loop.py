@@ -208,7 +208,7 @@ def train(
                         prefetch_factor=4 if workers > 0 else None,
                         generator=torch.Generator().manual_seed(config.seed))
     groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
-    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_adamw(groups, config.lr, config.weight_decay)
     micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
     total_steps = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
     warmup = warmup_steps(config, total_steps)
@@ -342,6 +342,15 @@ def _forward_backward(accelerator: Any, model: torch.nn.Module, loss_fn: Callabl
         done_loss = done_loss + loss.detach() * (_rows(chunk) / total)
         pending = pending[1:]
     return done_loss, total, parts
+
+
+def make_adamw(params: Any, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where PyTorch has it for the parameters' device (CPU, CUDA), else foreach."""
+    params = list(params)  # a generator would be spent by a failed first try
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # fused=True refuses devices (or dtypes) it has no kernel for
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def _decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
