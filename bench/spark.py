@@ -117,7 +117,8 @@ def spark_run(model: str, folder: str, out: str, batch_size: int | None, driver_
     started = time.perf_counter()
     spark = (SparkSession.builder.master("local[2]").appName("smartprice-bench")
              .config("spark.driver.memory", driver_memory).config("spark.ui.enabled", "false")
-             .config("spark.ui.showConsoleProgress", "false").getOrCreate())
+             .config("spark.ui.showConsoleProgress", "false")
+             .config("spark.sql.files.openCostInBytes", str(2**30)).getOrCreate())  # one partition per part file, not packed
     spark.sparkContext.setLogLevel("ERROR")
     session_seconds = time.perf_counter() - started
     catalog = spark.read.parquet(folder)
