@@ -17,6 +17,7 @@ from conftest import make_catalog
 from smartprice import PricePredictor
 from smartprice.cli import main
 from smartprice.explain import NO_CONTRIBUTIONS_BLEND, NO_CPU_PART, NO_LISTINGS, explain_listings
+from smartprice.modelio import FORMAT_VERSION
 from smartprice.report import SECTIONS, WORST
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -75,7 +76,7 @@ def test_report_html_parses_images_decode_sections_present(tmp_path, model_dir, 
         assert pixels.ndim == 3 and min(pixels.shape[:2]) > 100
     data = json.loads(figures.read_text())
     assert data["rows"] == 45 and data["model"]["preset"] == "cpu" and data["model"]["training_rows"] == 60
-    assert data["model"]["format_version"] == 1 and data["model"]["fit_seconds"] > 0
+    assert data["model"]["format_version"] == FORMAT_VERSION and data["model"]["fit_seconds"] > 0
     assert sum(b["rows"] for b in data["by_band"].values()) == 45
     assert sum(d["rows"] for d in data["by_dimension"].values()) == 45
     assert sum(p["rows"] for p in data["by_pack"].values()) == 45

@@ -22,7 +22,8 @@ from typing import Any
 from trainloop.about import __version__, newer_version_note
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the CPU model's layout 2 (cpu/stack.py); 1 still reads, old CPU models ask to be retrained
+READABLE_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
 
 
@@ -75,7 +76,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         raise ModelDirError(f"{path}: damaged config ({exc})") from None
     newer = newer_version_note(config.get("smartprice_version"), f"model {directory}")  # None in older models
     version = config.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         if newer:
             raise ModelDirError(f"{newer}; its format version {version!r} is not one this smartprice reads")
         raise ModelDirError(

@@ -66,9 +66,9 @@ class PricePredictor:
     @staticmethod
     def _model_class(config: Any) -> type:
         if config.kind == "cpu":
-            from .gbm import GbmStack
+            from .cpu.stack import CpuStack
 
-            return GbmStack
+            return CpuStack
         if config.kind in ("fusion", "blend"):
             try:
                 import torch  # noqa: F401

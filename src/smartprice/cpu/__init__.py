@@ -1,0 +1,1 @@
+"""The default CPU model (no torch): views.py -> neighbours.py -> level1.py -> trees.py / stack.py; parallel.py."""

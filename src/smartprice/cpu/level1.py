@@ -1,0 +1,218 @@
+"""Level 1 of the CPU model: text ridges, neighbour price statistics and brand prices, all on log1p(price).
+
+`Level1.fit` fits every model on all training rows; `out_of_fold` gives LightGBM its training
+features with each row scored by models that never saw it (ridges and brand means refitted per
+fold; neighbours from the one index, skipping rows of the query's own fold).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..catalog import CatalogFields, split_catalog_content
+from ..features import EXTRA_FEATURES, FEATURES_25, listing_row
+from ..presets import CpuPreset
+from .neighbours import STATS, NeighbourIndex, NeighbourStats, SearchSpec
+from .views import TextViews, ViewSpec
+
+log = logging.getLogger(__name__)
+
+DENSE_FEATURES = tuple(n for n in FEATURES_25 if n not in ("brand", "category")) + EXTRA_FEATURES
+# Neighbour statistics can use: item-name words, whole-listing words, item-name chars, and frozen
+# sentence embeddings of the listing ("emb", needs the nn extra; it also gets a ridge of its own).
+KNN_VIEWS = ("name", "word", "char", "emb")
+
+
+def stack_features(knn_views: Sequence[str], unit_ridge: bool = False) -> tuple[str, ...]:
+    """Names of the level-1 features, in column order: ridges, neighbour statistics per view, brand."""
+    knn = tuple(f"knn_{stat}" if view == "name" else f"knn_{view}_{stat}" for view in knn_views for stat in STATS)
+    ridges = ("ridge_word", "ridge_char") + (("ridge_word_unit",) if unit_ridge else ()) + \
+        (("ridge_emb",) if "emb" in knn_views else ())
+    return (*ridges, *knn, "brand_mean", "brand_count")
+
+
+def check_knn_views(views: Sequence[str]) -> tuple[str, ...]:
+    """The preset's knn_views as a tuple, or a ValueError naming the allowed views."""
+    views = tuple(views)
+    unknown = sorted(set(views) - set(KNN_VIEWS))
+    if unknown or not views or len(set(views)) != len(views):
+        raise ValueError(f"knn_views must be distinct names among {', '.join(KNN_VIEWS)}; got {', '.join(views) or 'none'}")
+    return views
+
+
+@dataclass
+class Listings:
+    """Listings parsed once: every view's rows, the parsed numbers, brand guesses and item names."""
+
+    views: dict[str, Any]
+    raw: np.ndarray           # (n, len(DENSE_FEATURES)) parsed quantity/unit/text features
+    brands: list[str]
+    names: list[str]
+    log_qty: np.ndarray       # (n,) log1p(total quantity in base units)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def rows(self, index: np.ndarray) -> Listings:
+        """The listings at positions `index`."""
+        return Listings({k: v[index] for k, v in self.views.items()}, self.raw[index],
+                        [self.brands[i] for i in index], [self.names[i] for i in index], self.log_qty[index])
+
+
+def parse(texts: Sequence[str], text_views: TextViews, fit: bool = False, embedder: Any = None) -> Listings:
+    """Split, parse and vectorise listings (fit=True fits the views' IDF on them)."""
+    fields: list[CatalogFields] = [split_catalog_content(t or "") for t in texts]
+    rows = [listing_row(t or "", f) for t, f in zip(texts, fields)]
+    names = [f.item_name for f in fields]
+    rests = [" ".join((*f.bullets, f.description)) for f in fields]
+    views = (text_views.fit_transform if fit else text_views.transform)(names, rests)
+    if embedder is not None:
+        views["emb"] = embedder.transform([" ".join((n, r)) for n, r in zip(names, rests)])
+    raw = np.array([[row[c] for c in DENSE_FEATURES] for row in rows], dtype=np.float64).reshape(len(rows), -1)
+    log_qty = np.array([row["log_quantity"] for row in rows], dtype=np.float64)
+    return Listings(views, raw, [row["brand"] for row in rows], names, log_qty)
+
+
+def brand_table(brands: Sequence[str], y: np.ndarray, smoothing: float) -> dict[str, tuple[float, int]]:
+    """Smoothed mean log price and row count per brand guess ("" = no brand, left out)."""
+    prior = float(y.mean())
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for brand, value in zip(brands, y.tolist()):
+        if brand:
+            sums[brand] = sums.get(brand, 0.0) + value
+            counts[brand] = counts.get(brand, 0) + 1
+    return {b: ((sums[b] + smoothing * prior) / (n + smoothing), n) for b, n in counts.items()}
+
+
+def brand_lookup(brands: Sequence[str], table: dict[str, tuple[float, int]], prior: float) -> np.ndarray:
+    """(n, 2): smoothed brand mean log price and training rows of the brand (prior, 0 when unseen)."""
+    return np.array([table.get(b, (prior, 0)) for b in brands], dtype=np.float64).reshape(len(brands), 2)
+
+
+@dataclass
+class Linear:
+    """A fitted ridge: predict = X @ coef + intercept (scikit-learn only at fit time)."""
+
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, x: Any, y: np.ndarray, alpha: float) -> Linear:
+        from sklearn.linear_model import Ridge
+
+        ridge = Ridge(alpha=alpha).fit(x, y)
+        return cls(ridge.coef_.astype(np.float32), float(ridge.intercept_))
+
+    def predict(self, x: Any) -> np.ndarray:
+        return np.asarray(x @ self.coef, dtype=np.float64).ravel() + self.intercept
+
+
+class Level1:
+    """The level-1 models of one CPU model; see the module docstring."""
+
+    def __init__(self, preset: CpuPreset) -> None:
+        self.preset = preset
+        self.knn_views = check_knn_views(preset.knn_views)
+        self.search = SearchSpec(preset.neighbour_search, preset.exact_max_rows, preset.neighbour_max_df,
+                                 preset.hnsw_candidates, preset.seed)
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return stack_features(self.knn_views, self.preset.unit_ridge)
+
+    def _ridges(self, listings: Listings, y: np.ndarray) -> dict[str, Linear]:
+        p = self.preset
+        ridges = {"word": Linear.fit(listings.views["word"], y, p.ridge_alpha),
+                  "char": Linear.fit(listings.views["char"], y, p.ridge_alpha)}
+        if p.unit_ridge:  # log price per unit of quantity: comparable across pack sizes; log quantity added back
+            ridges["unit"] = Linear.fit(listings.views["word"], y - listings.log_qty, p.ridge_alpha)
+        if "emb" in self.knn_views:
+            ridges["emb"] = Linear.fit(listings.views["emb"], y, p.embed_ridge_alpha)
+        return ridges
+
+    def fit(self, listings: Listings, y: np.ndarray, threads: int = 1) -> Level1:
+        """Fit ridges, neighbour indices and brand prices on all training rows."""
+        self.ridges_ = self._ridges(listings, y)
+        self.indices_ = {}
+        for view in self.knn_views:
+            log.info("cpu model: neighbour index on %s (%d rows)", view, len(listings))
+            self.indices_[view] = NeighbourIndex(self.search).fit(listings.views[view], threads)
+        self.stats_ = NeighbourStats(self.preset.neighbours).fit(y, y - listings.log_qty)
+        self.y_mean_ = float(y.mean())
+        self.brands_ = brand_table(listings.brands, y, self.preset.brand_smoothing)
+        return self
+
+    def out_of_fold(self, listings: Listings, y: np.ndarray, folds: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Level-1 features of the training rows, each from models fitted without its fold (`folds`: fold per row)."""
+        out = np.zeros((len(listings), len(self.features)))
+        neighbours = {view: self.indices_[view].search(listings.views[view], self.preset.neighbours, groups=folds,
+                                                        query_groups=folds, threads=threads)
+                      for view in self.knn_views}
+        for fold in np.unique(folds):
+            log.info("cpu model: out-of-fold level 1, fold %d/%d", fold + 1, len(np.unique(folds)))
+            train, valid = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
+            part = Level1(self.preset)
+            part.ridges_ = self._ridges(listings.rows(train), y[train])
+            part.stats_, part.indices_ = self.stats_, self.indices_
+            part.y_mean_ = float(y[train].mean())
+            part.brands_ = brand_table([listings.brands[i] for i in train], y[train], self.preset.brand_smoothing)
+            found = {view: (index[valid], sims[valid]) for view, (index, sims) in neighbours.items()}
+            out[valid] = part._features(listings.rows(valid), found)
+        return out
+
+    def transform(self, listings: Listings, threads: int = 1) -> np.ndarray:
+        """Level-1 features (n, len(features)) of new listings."""
+        found = {view: self.indices_[view].search(listings.views[view], self.preset.neighbours, threads=threads)
+                 for view in self.knn_views}
+        return self._features(listings, found)
+
+    def _features(self, listings: Listings, found: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        ridges = [self.ridges_["word"].predict(listings.views["word"]), self.ridges_["char"].predict(listings.views["char"])]
+        if "unit" in self.ridges_:
+            ridges.append(self.ridges_["unit"].predict(listings.views["word"]) + listings.log_qty)
+        if "emb" in self.ridges_:
+            ridges.append(self.ridges_["emb"].predict(listings.views["emb"]))
+        knn = [self.stats_.transform(*found[view], listings.log_qty) for view in self.knn_views]
+        return np.hstack([np.column_stack(ridges), *knn, brand_lookup(listings.brands, self.brands_, self.y_mean_)])
+
+    # --- persistence ------------------------------------------------------------------------
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every fitted array, by name (ridge coefficients, neighbour rows, training prices)."""
+        out = {f"ridge_{name}_coef": r.coef for name, r in self.ridges_.items()}
+        out.update({"train_y": self.stats_.y_, "train_unit_y": self.stats_.unit_y_})
+        for view, index in self.indices_.items():
+            out.update(index.arrays(f"knn_{view}"))
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready scalars: intercepts, search method per view, brand table."""
+        return {"ridge_intercepts": {name: r.intercept for name, r in self.ridges_.items()},
+                "knn_methods": {view: index.method_ for view, index in self.indices_.items()},
+                "y_mean": self.y_mean_, "brands": {b: list(v) for b, v in self.brands_.items()}}
+
+    @classmethod
+    def restore(cls, preset: CpuPreset, arrays: Any, state: dict[str, Any], graphs: dict[str, Any]) -> Level1:
+        """Rebuild from `arrays()` / `state()` and the views' HNSW graph files."""
+        level1 = cls(preset)
+        level1.ridges_ = {name: Linear(arrays[f"ridge_{name}_coef"], float(b)) for name, b in state["ridge_intercepts"].items()}
+        level1.indices_ = {view: NeighbourIndex.from_arrays(level1.search, state["knn_methods"][view], arrays,
+                                                            f"knn_{view}", graphs.get(view))
+                           for view in level1.knn_views}
+        y = arrays["train_y"]
+        level1.stats_ = NeighbourStats(preset.neighbours).fit(y, arrays["train_unit_y"])
+        level1.y_mean_ = float(state["y_mean"])
+        level1.brands_ = {b: (float(v[0]), int(v[1])) for b, v in state["brands"].items()}
+        return level1
+
+
+def view_spec(preset: CpuPreset) -> ViewSpec:
+    """The text views a preset asks for."""
+    return ViewSpec(preset.hash_bits, preset.word_ngrams, preset.char_min, preset.char_max)
+

@@ -1,0 +1,313 @@
+"""Top-k cosine neighbour search, and the price statistics the CPU model reads from the neighbours.
+
+One search serves the level-1 features (`NeighbourStats`), out-of-fold stacking and `explain`:
+- "exact": a sparse top-k product (sparse_dot_topn, C++, no dense similarity block). Its cost per
+  query grows with the index, so it is used up to `exact_max_rows` indexed rows.
+- "hnsw": an HNSW graph (hnswlib) over a 256-wide count sketch of each row gives candidates, which
+  are re-scored with the exact sparse cosine; cost per query barely grows with the index.
+Rows are L2-normalised TF-IDF (or dense embeddings). Terms in more than `max_df` of the indexed rows
+are dropped from both sides and rows renormalised: frequent words ("ounce", "pack") say little about
+which listings are alike, and their long posting lists are most of a sparse product's cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+log = logging.getLogger(__name__)
+
+STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
+SKETCH_DIM = 256       # count-sketch width for the HNSW graph: cosine error ~1/sqrt(256); candidates are re-scored
+HNSW_M = 16            # graph degree: hnswlib's recommended default for 100-1000-dim data
+HNSW_EF_BUILD = 100    # build-time beam: recall >0.95 of the sketch's own top-k at this M
+BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
+SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
+TIE_MARGIN = 8         # extra candidates kept so that equal similarities are cut by row, the same on every path
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How neighbours are searched (from the preset)."""
+
+    method: str = "auto"         # "exact", "hnsw", or "auto": exact up to exact_max_rows indexed rows
+    exact_max_rows: int = 20_000  # above, exact search costs more per query than the rest of the model
+    max_df: float = 0.02         # terms in more than this share of indexed rows are ignored
+    candidates: int = 3          # hnsw: k * candidates rows re-scored exactly per query
+    seed: int = 0                # hnsw graph's random levels
+
+
+def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows scaled to unit L2 norm in place (empty rows stay empty)."""
+    lengths = np.diff(matrix.indptr)
+    norms = np.ones(matrix.shape[0], dtype=matrix.dtype)
+    full = lengths > 0
+    if matrix.nnz:
+        norms[full] = np.sqrt(np.add.reduceat(matrix.data.astype(np.float64)**2, matrix.indptr[:-1][full]))
+    norms[norms == 0] = 1
+    matrix.data /= np.repeat(norms, lengths)
+    return matrix
+
+
+class NeighbourIndex:
+    """Top-k cosine search over the rows of one matrix; see the module docstring."""
+
+    def __init__(self, spec: SearchSpec) -> None:
+        self.spec = spec
+
+    # --- building ---------------------------------------------------------------------------
+    def fit(self, matrix: sp.csr_matrix | np.ndarray, threads: int = 1) -> NeighbourIndex:
+        """Index the rows of `matrix` (sparse TF-IDF or dense embeddings, rows L2-normalised)."""
+        rows = matrix.shape[0]
+        self.method_ = self.spec.method if self.spec.method != "auto" else (
+            "exact" if rows <= self.spec.exact_max_rows else "hnsw")
+        if self.method_ not in ("exact", "hnsw"):
+            raise ValueError(f"neighbour_search must be exact, hnsw or auto; got {self.spec.method!r}")
+        if sp.issparse(matrix):
+            matrix = sp.csr_matrix(matrix)
+            df = np.bincount(matrix.indices, minlength=matrix.shape[1])
+            self.width_ = matrix.shape[1]
+            self.dropped_ = np.flatnonzero(df > max(1.0, self.spec.max_df * rows)).astype(np.int64)
+            self.columns_ = np.flatnonzero((df > 0) & (df <= max(1.0, self.spec.max_df * rows))).astype(np.int64)
+            self._map_columns()
+            self.rows_ = self.prepare(matrix)
+            self.rows_t_ = self.rows_.T.tocsr()  # (terms, rows): the right-hand side of the top-k product
+        else:
+            self.rows_ = np.ascontiguousarray(matrix, dtype=np.float32)
+        if self.method_ == "hnsw":
+            self._build_graph(threads)
+        return self
+
+    def _map_columns(self) -> None:
+        """Original column -> compact column of the index (-1: a frequent term, or one no indexed row has)."""
+        self.column_map_ = np.full(self.width_, -1, dtype=np.int32)
+        self.column_map_[self.columns_] = np.arange(len(self.columns_), dtype=np.int32)
+        self.frequent_ = np.zeros(self.width_, dtype=bool)
+        self.frequent_[self.dropped_] = True
+
+    def prepare(self, queries: Any) -> Any:
+        """Rows in the index's space: frequent terms dropped, rows renormalised, compact columns (float32)."""
+        if not sp.issparse(queries):
+            return np.asarray(queries, dtype=np.float32)
+        queries = sp.csr_matrix(queries, dtype=np.float32, copy=True)
+        queries.data[self.frequent_[queries.indices]] = 0
+        queries.eliminate_zeros()
+        queries = _normalise_rows(queries)
+        columns = self.column_map_[queries.indices]  # a term no indexed row has adds nothing to any similarity
+        compact = sp.csr_matrix((np.where(columns >= 0, queries.data, 0), np.maximum(columns, 0), queries.indptr),
+                                shape=(queries.shape[0], len(self.columns_)))
+        compact.eliminate_zeros()
+        return compact
+
+    def _sketch(self, matrix: Any) -> np.ndarray:
+        """Dense (n, SKETCH_DIM) count sketch of sparse rows (each column hashed to one signed bucket), unit rows."""
+        if not sp.issparse(matrix):
+            return np.ascontiguousarray(matrix, dtype=np.float32)
+        columns = matrix.indices.astype(np.uint64)
+        mixed = (columns * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)  # Fibonacci hashing: stable, no table
+        bucket = (mixed % np.uint64(SKETCH_DIM)).astype(np.int32)
+        sign = np.where((mixed >> np.uint64(12)) & np.uint64(1), 1.0, -1.0).astype(np.float32)
+        dense = sp.csr_matrix((matrix.data * sign, bucket, matrix.indptr), shape=(matrix.shape[0], SKETCH_DIM)).toarray()
+        norms = np.linalg.norm(dense, axis=1, keepdims=True)
+        return dense / np.where(norms > 0, norms, 1)
+
+    def _build_graph(self, threads: int) -> None:
+        import hnswlib
+
+        vectors = self._sketch(self.rows_)
+        self.graph_ = hnswlib.Index(space="ip", dim=vectors.shape[1])
+        self.graph_.init_index(max_elements=max(1, len(vectors)), ef_construction=HNSW_EF_BUILD, M=HNSW_M,
+                               random_seed=self.spec.seed)
+        self.graph_.set_num_threads(max(1, threads))
+        self.graph_.add_items(vectors, np.arange(len(vectors)))
+
+    # --- searching --------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Indexed rows."""
+        return self.rows_.shape[0]
+
+    def search(self, queries: Any, k: int, groups: np.ndarray | None = None, query_groups: np.ndarray | None = None,
+               threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(index (n, k) int64, cosine (n, k)) of the k most similar indexed rows, best first, ties by lower row.
+
+        With `groups` (one label per indexed row) and `query_groups` (one per query), a query never
+        gets an indexed row of its own group: out-of-fold neighbours from one index. Where fewer
+        than k rows match at all, the rest are -1 with similarity 0.
+        """
+        queries = self.prepare(queries)
+        if groups is None:
+            return self._search(queries, k, threads)
+        index = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        sims = np.zeros((queries.shape[0], k))
+        for group in np.unique(query_groups):
+            mine = np.flatnonzero(query_groups == group)
+            if self.method_ == "exact":  # the rows of other groups, searched exactly
+                others = np.flatnonzero(groups != group)
+                found, found_sims = self._subset(others)._search(queries[mine], k, threads)
+                index[mine] = np.where(found >= 0, others[np.maximum(found, 0)], -1)
+            else:  # the graph of all rows, own group filtered out of the candidates
+                found, found_sims = self._search(queries[mine], k, threads, exclude=groups == group)
+                index[mine] = found
+            sims[mine] = found_sims
+        return index, sims
+
+    def _subset(self, rows: np.ndarray) -> NeighbourIndex:
+        """An exact index over some of this index's rows (same columns)."""
+        part = NeighbourIndex(self.spec)
+        part.method_ = "exact"
+        part.rows_ = self.rows_[rows]
+        if sp.issparse(part.rows_):
+            part.rows_t_ = part.rows_.T.tocsr()
+        return part
+
+    def _search(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared queries, BATCH at a time."""
+        n = queries.shape[0]
+        index = np.full((n, k), -1, dtype=np.int64)
+        sims = np.zeros((n, k))
+        if self.size == 0:
+            return index, sims
+        for start in range(0, n, BATCH):
+            block = slice(start, min(n, start + BATCH))
+            if self.method_ == "exact":
+                index[block], sims[block] = self._top(queries[block], k, threads)
+            else:
+                index[block], sims[block] = self._hnsw(queries[block], k, threads, exclude)
+        return index, sims
+
+    def _top(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of each query over all indexed rows.
+
+        A few queries take one small product and a dense top-k; batches take the C++ top-k product,
+        which never builds the (queries, rows) block. Both keep k + TIE_MARGIN candidates and cut
+        them with the same order (similarity, then lower row), so they agree exactly.
+        """
+        n, wanted = queries.shape[0], min(self.size, k + TIE_MARGIN)
+        if n < SMALL_BATCH or not sp.issparse(self.rows_):
+            block = queries @ (self.rows_t_ if sp.issparse(self.rows_) else self.rows_.T)  # (n, rows)
+            block = block.toarray() if sp.issparse(block) else np.asarray(block)
+            top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted]
+            top_sims = np.take_along_axis(block, top, axis=1)
+            if sp.issparse(self.rows_):
+                top[top_sims == 0] = -1  # no shared term: not a neighbour (the top-k product keeps no zeros either)
+            return _best(top, top_sims, k)
+        from sparse_dot_topn import sp_matmul_topn
+
+        product = sp_matmul_topn(queries, self.rows_t_, top_n=wanted, n_threads=threads if threads > 1 else None)
+        lengths = np.diff(product.indptr)
+        rows = np.repeat(np.arange(n), lengths)
+        slot = np.arange(product.nnz) - np.repeat(product.indptr[:-1], lengths)
+        top = np.full((n, wanted), -1, dtype=np.int64)
+        top_sims = np.zeros((n, wanted), dtype=np.float32)
+        top[rows, slot], top_sims[rows, slot] = product.indices, product.data
+        return _best(top, top_sims, k)
+
+    def _hnsw(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the graph, re-scored with the exact cosine; rows marked in `exclude` removed."""
+        wanted = min(self.size, k * self.spec.candidates + (k if exclude is not None else 0))
+        self.graph_.set_ef(max(wanted, 64))
+        self.graph_.set_num_threads(max(1, threads))
+        labels, _ = self.graph_.knn_query(self._sketch(queries), k=wanted)
+        labels = labels.astype(np.int64)  # (n, wanted)
+        exact = _pair_cosines(queries, self.rows_, labels)
+        if exclude is not None:
+            labels = np.where(exclude[labels], -1, labels)
+        return _best(labels, exact, k)
+
+    # --- persistence ------------------------------------------------------------------------
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Named arrays that restore this index (the HNSW graph is a file of its own)."""
+        if not sp.issparse(self.rows_):
+            return {f"{prefix}_dense": self.rows_}
+        return {f"{prefix}_dropped": self.dropped_, f"{prefix}_columns": self.columns_,
+                f"{prefix}_width": np.asarray([self.width_], dtype=np.int64), f"{prefix}_data": self.rows_.data,
+                f"{prefix}_indices": self.rows_.indices, f"{prefix}_indptr": self.rows_.indptr}
+
+    def save_graph(self, path: Path) -> None:
+        """hnswlib's own binary format: vectors and links, nothing executable."""
+        if self.method_ == "hnsw":
+            self.graph_.save_index(str(path))
+
+    @classmethod
+    def from_arrays(cls, spec: SearchSpec, method: str, arrays: Any, prefix: str, graph: Path | None) -> NeighbourIndex:
+        """Restore an index saved with `arrays` (+ `save_graph`)."""
+        index = cls(spec)
+        index.method_ = method
+        if f"{prefix}_dense" in arrays:
+            index.rows_ = np.ascontiguousarray(arrays[f"{prefix}_dense"], dtype=np.float32)
+        else:
+            index.dropped_, index.columns_ = arrays[f"{prefix}_dropped"], arrays[f"{prefix}_columns"]
+            index.width_ = int(arrays[f"{prefix}_width"][0])
+            index._map_columns()
+            indptr = arrays[f"{prefix}_indptr"]
+            index.rows_ = sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], indptr),
+                                        shape=(len(indptr) - 1, len(index.columns_)))
+            index.rows_t_ = index.rows_.T.tocsr()
+        if method == "hnsw":
+            import hnswlib
+
+            dim = index.rows_.shape[1] if not sp.issparse(index.rows_) else SKETCH_DIM
+            index.graph_ = hnswlib.Index(space="ip", dim=dim)
+            index.graph_.load_index(str(graph), max_elements=index.size)
+        return index
+
+
+def _best(candidates: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best candidates per row (-1 = none), by similarity then lower row; padded with -1 / 0."""
+    sims = np.where(candidates >= 0, sims, -np.inf).astype(np.float64)
+    order = np.lexsort((np.where(candidates >= 0, candidates, np.iinfo(np.int64).max), -sims), axis=1)[:, :k]
+    index = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
+    best = np.take_along_axis(sims, order, axis=1)
+    index[~np.isfinite(best)] = -1
+    best[~np.isfinite(best)] = 0.0
+    if index.shape[1] < k:
+        index = np.pad(index, ((0, 0), (0, k - index.shape[1])), constant_values=-1)
+        best = np.pad(best, ((0, 0), (0, k - best.shape[1])))
+    return index, best
+
+
+def _pair_cosines(queries: Any, rows: Any, labels: np.ndarray) -> np.ndarray:
+    """Cosine of query i with indexed row labels[i, j], (n, m): row-wise sparse dot products."""
+    n, m = labels.shape
+    if not sp.issparse(rows):
+        return np.einsum("nd,nmd->nm", np.asarray(queries, dtype=np.float32), rows[labels]).astype(np.float64)
+    left = queries[np.repeat(np.arange(n), m)]
+    right = rows[labels.ravel()]
+    return np.asarray(left.multiply(right).sum(axis=1), dtype=np.float64).reshape(n, m)
+
+
+class NeighbourStats:
+    """Price statistics of each listing's k nearest training listings in one view (see STATS)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def fit(self, y: np.ndarray, unit_y: np.ndarray) -> NeighbourStats:
+        """Prices (log1p) of the indexed rows, and their log price per unit of quantity (y - log quantity)."""
+        self.y_ = np.asarray(y, dtype=np.float64)
+        self.unit_y_ = np.asarray(unit_y, dtype=np.float64)
+        self.prior_ = float(self.y_.mean()) if len(self.y_) else 0.0
+        self.unit_prior_ = float(self.unit_y_.mean()) if len(self.y_) else 0.0
+        return self
+
+    def transform(self, index: np.ndarray, sims: np.ndarray, log_qty: np.ndarray) -> np.ndarray:
+        """(n, 6): similarity-weighted mean price, median, top-1 price and similarity, mean similarity, unit-price estimate."""
+        missing = index < 0
+        safe = np.maximum(index, 0)
+        prices = np.where(missing, self.prior_, self.y_[safe])
+        unit = np.where(missing, self.unit_prior_, self.unit_y_[safe])
+        weights = np.where(missing, 0.0, np.clip(sims, 1e-3, None) ** 2) + 1e-12
+        out = np.empty((len(index), len(STATS)))
+        out[:, 0] = (weights * prices).sum(1) / weights.sum(1)
+        out[:, 1] = np.median(prices, axis=1)
+        out[:, 2] = prices[:, 0]
+        out[:, 3] = sims[:, 0]
+        out[:, 4] = sims.mean(1)
+        out[:, 5] = (weights * unit).sum(1) / weights.sum(1) + log_qty
+        return out

@@ -1,0 +1,197 @@
+"""Level 1 of large inputs in worker processes, safe to call from any thread.
+
+Parsing and tokenising are pure Python, so threads would not help. Workers are fresh interpreters
+(`python -m smartprice.cpu.parallel`), never forks: no caller thread (a web server's, an OpenMP
+team) is copied mid-operation, the caller's `__main__` is never re-imported, and nothing is handed
+over through globals: each worker loads the model itself from its directory and answers over a pipe.
+
+Only models loaded from a directory use workers (a model fitted in this process predicts here).
+Workers start on the first large call and stay for the next (streamed chunks). Work is cut into
+pieces that this process takes from the front while the workers take them from the back, so a
+worker still starting up costs nothing: this process simply does more of the pieces. One call
+at a time uses the workers; a concurrent call computes in its own thread instead of waiting.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections import deque
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+MIN_ROWS = 2_000      # below this, starting a worker (~1 s) costs more than it saves
+PIECE_ROWS = 400      # rows a piece: small enough to balance the processes, large enough to amortise the pipe
+
+
+class Worker:
+    """One worker process and the pipe to it; `dense(texts)` returns its LightGBM input rows."""
+
+    def __init__(self, directory: Path, preset: dict[str, Any], state: dict[str, Any]) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "smartprice.cpu.parallel"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE)
+        self.send = Connection(os.dup(self.process.stdin.fileno()), readable=False)  # the Connection owns its copy
+        self.recv = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+        self.process.stdin.close()
+        self.process.stdout.close()
+        self.send.send((str(directory), preset, state))
+        self.ready = False
+
+    def wait_ready(self) -> None:
+        if not self.ready:
+            status = self.recv.recv()
+            if status != "ready":
+                raise RuntimeError(f"smartprice worker failed to load the model: {status}")
+            self.ready = True
+
+    def dense(self, texts: list[str]) -> np.ndarray:
+        self.send.send(texts)
+        answer = self.recv.recv()
+        if isinstance(answer, str):
+            raise RuntimeError(f"smartprice worker failed: {answer}")
+        return answer
+
+    def close(self) -> None:
+        try:
+            self.send.send(None)
+        except OSError:
+            pass
+        self.process.wait(timeout=5)
+        self.send.close()
+        self.recv.close()
+
+
+class Pool:
+    """Workers for one model directory; see the module docstring."""
+
+    def __init__(self, model: Any, workers: int) -> None:
+        from ..presets import preset_to_dict
+
+        self.key = _key(model, workers)
+        self.lock = threading.Lock()
+        self.workers = [Worker(model.directory_, preset_to_dict(model.preset), model.state_) for _ in range(workers)]
+
+    def dense(self, model: Any, texts: list[str]) -> np.ndarray:
+        pieces = deque(enumerate(texts[i:i + PIECE_ROWS] for i in range(0, len(texts), PIECE_ROWS)))
+        out: dict[int, np.ndarray] = {}
+        failed: list[BaseException] = []
+        take = threading.Lock()
+
+        def serve(worker: Worker) -> None:
+            try:
+                worker.wait_ready()
+                while True:
+                    with take:
+                        if not pieces:
+                            return
+                        number, piece = pieces.pop()
+                    try:
+                        out[number] = worker.dense(piece)
+                    except BaseException:
+                        with take:
+                            pieces.append((number, piece))  # this process does it instead
+                        raise
+            except BaseException as exc:  # a worker that died: logged, its work done here
+                failed.append(exc)
+
+        threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self.workers]
+        for thread in threads:
+            thread.start()
+        while True:
+            with take:
+                if not pieces:
+                    break
+                number, piece = pieces.popleft()
+            out[number] = model.dense(piece)
+        for thread in threads:
+            thread.join()
+        while pieces:  # left by a worker that failed after the loop above ended
+            number, piece = pieces.popleft()
+            out[number] = model.dense(piece)
+        if failed:
+            log.warning("a level-1 worker process failed (%s); its rows were scored in this process", failed[0])
+        return np.vstack([out[i] for i in sorted(out)])
+
+    def close(self) -> None:
+        for worker in self.workers:
+            try:
+                worker.close()
+            except Exception:  # noqa: BLE001 - closing at exit, best effort
+                worker.process.kill()
+
+
+_POOL: Pool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _key(model: Any, workers: int) -> tuple[str, int, int]:
+    arrays = model.directory_ / "cpu_model.npz"  # a model retrained into the same directory gets new workers
+    return (str(model.directory_), arrays.stat().st_mtime_ns if arrays.exists() else 0, workers)
+
+
+def _pool(model: Any, workers: int) -> Pool:
+    """The pool for this model, started on first use; one pool at a time per process."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.key != _key(model, workers):
+            if _POOL is not None:
+                _POOL.close()
+            _POOL = Pool(model, workers)
+        return _POOL
+
+
+@atexit.register
+def _close_pool() -> None:
+    if _POOL is not None:
+        _POOL.close()
+
+
+def level1_in_pool(model: Any, texts: list[str]) -> np.ndarray | None:
+    """LightGBM's input for `texts` from this process and `threads - 1` workers; None when not worth it or busy."""
+    workers = model.preset.threads - 1
+    if (workers < 1 or len(texts) < MIN_ROWS or getattr(model, "directory_", None) is None
+            or "emb" in model.preset.knn_views):
+        return None  # torch (the "emb" view) is left out: it uses every core itself
+    pool = _pool(model, workers)
+    if not pool.lock.acquire(blocking=False):
+        return None  # another thread is using the workers: score here
+    try:
+        return pool.dense(model, texts)
+    finally:
+        pool.lock.release()
+
+
+def _worker_main() -> None:
+    """A worker: load the model named on the pipe, then answer lists of texts with dense rows."""
+    recv = Connection(os.dup(sys.stdin.fileno()), writable=False)
+    send = Connection(os.dup(sys.stdout.fileno()), readable=False)
+    sys.stdout = sys.stderr  # nothing else may write to the pipe
+    directory, preset, state = recv.recv()
+    try:
+        from ..presets import preset_from_dict
+        from .stack import CpuStack
+
+        model = CpuStack.load(preset_from_dict(preset), Path(directory), state)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the rows itself
+        send.send(f"{type(exc).__name__}: {exc}")
+        return
+    send.send("ready")
+    while (texts := recv.recv()) is not None:
+        try:
+            send.send(model.dense(texts))
+        except Exception as exc:  # noqa: BLE001
+            send.send(f"{type(exc).__name__}: {json.dumps(str(exc))}")
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,194 @@
+"""The default CPU model: level-1 text ridges and neighbour statistics stacked under LightGBM.
+
+    texts -> parse + views (level1.parse) -> Level1 features -> LightGBM (trees.TreeArrays) -> log1p(price)
+
+Everything saved is arrays (npz), JSON, hnswlib's graph format or LightGBM's own text format:
+nothing executes on load. Large inputs are scored by level 1 in a process pool (parse and
+tokenise are pure Python); see `parallel.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..modelio import ModelDirError
+from ..presets import CpuPreset
+from .level1 import DENSE_FEATURES, Level1, Listings, check_knn_views, parse, view_spec
+from .trees import TreeArrays
+from .views import TextViews
+
+log = logging.getLogger(__name__)
+
+LAYOUT = 2  # version of this directory layout; 1 = the single-file neighbour search of smartprice <= 0.1 models
+ARRAYS_FILE = "cpu_model.npz"
+LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
+BATCH_ROWS = 1_000  # from here LightGBM itself scores (its import, ~1 s, pays off); below, TreeArrays
+RETRAIN = "it was saved by an older smartprice whose CPU model layout this version cannot read; retrain it"
+
+
+class CpuStack:
+    """Fit/predict the stacked CPU model on log1p(price); see the module docstring."""
+
+    def __init__(self, preset: CpuPreset) -> None:
+        self.preset = preset
+
+    # --- fitting ----------------------------------------------------------------------------
+    def _embedder(self) -> Any:
+        if "emb" not in self.preset.knn_views:
+            return None
+        from ..embeddings import SentenceEmbedder
+
+        return SentenceEmbedder(self.preset.embed_encoder, self.preset.embed_max_length)
+
+    def _lgb_params(self, rows: int) -> dict[str, Any]:
+        p = self.preset
+        leaf_rows = min(p.min_child_samples, max(2, rows // 20))  # tiny catalogs still get splits
+        return {"objective": p.objective, "alpha": p.huber_delta, "learning_rate": p.learning_rate,
+                "num_leaves": p.num_leaves, "min_child_samples": leaf_rows,
+                "feature_fraction": p.feature_fraction, "bagging_fraction": p.bagging_fraction,
+                "bagging_freq": 1, "seed": p.seed, "num_threads": p.threads, "verbose": -1,
+                "deterministic": True, "force_row_wise": True}
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> CpuStack:
+        """Fit on listing texts and their log1p(price) (seconds to minutes: no checkpoints, work_dir/resume unused)."""
+        import lightgbm as lgb
+
+        p = self.preset
+        check_knn_views(p.knn_views)  # before any parsing or embedding work
+        log.info("cpu model: parsing and vectorising %d listings", len(texts))
+        self.views_ = TextViews(view_spec(p))
+        listings = parse(texts, self.views_, fit=True, embedder=self._embedder())
+        self.train_names_, self.train_prices_ = listings.names, np.expm1(y)
+        log.info("cpu model: level 1 (ridges, neighbour indices) on all rows")
+        self.level1_ = Level1(p).fit(listings, y, threads=p.threads)
+        folds = np.random.default_rng(p.seed).permutation(len(y)) % p.folds
+        stack = self.level1_.out_of_fold(listings, y, folds, threads=p.threads)
+        log.info("cpu model: LightGBM, %d trees", p.trees)
+        dense = np.hstack([stack, listings.raw])
+        names = list(self.level1_.features + DENSE_FEATURES)
+        self.booster_ = lgb.train(self._lgb_params(len(y)), lgb.Dataset(dense, y, feature_name=names, free_raw_data=True),
+                                  num_boost_round=p.trees)
+        self.trees_ = TreeArrays.from_booster(self.booster_)
+        return self
+
+    # --- predicting -------------------------------------------------------------------------
+    def parse(self, texts: Sequence[str]) -> Listings:
+        """Parse and vectorise listings with the fitted views."""
+        return parse(texts, self.views_, embedder=self._embedder())
+
+    def dense(self, texts: Sequence[str], threads: int = 1) -> np.ndarray:
+        """LightGBM's input (n, features): level-1 features, then parsed features."""
+        listings = self.parse(texts)
+        return np.hstack([self.level1_.transform(listings, threads=threads), listings.raw])
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """Predicted log1p(price) for listing texts.
+
+        Large inputs of a model loaded from a directory are split with a pool of worker processes
+        (parallel.py); small ones run here with no pool, threads or pandas in the way.
+        """
+        from .parallel import level1_in_pool
+
+        texts = list(texts)
+        dense = level1_in_pool(self, texts)
+        if dense is None:
+            dense = self.dense(texts)
+        if len(texts) < BATCH_ROWS:
+            return self.trees_.predict(dense)
+        return np.asarray(self._booster().predict(dense, num_threads=self.preset.threads), dtype=np.float64)
+
+    # --- explanations -----------------------------------------------------------------------
+    def training_listings(self) -> tuple[list[str], np.ndarray] | None:
+        """Item names and prices of the training rows (read from the directory on first use)."""
+        if not hasattr(self, "train_names_"):
+            path = getattr(self, "listings_path_", None)
+            if path is None or not path.exists():
+                return None
+            try:
+                with np.load(path, allow_pickle=False) as arrays:
+                    blob, offsets, prices = arrays["names_utf8"].tobytes(), arrays["names_offsets"], arrays["prices"]
+                names = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                raise ModelDirError(f"{path}: damaged training listings ({exc}); retrain the model") from None
+            self.train_names_, self.train_prices_ = names, prices
+        return self.train_names_, self.train_prices_
+
+    def neighbours(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices (n, k) of the most similar training listings and their cosine similarities, best first.
+
+        The search the neighbour price features use, on the item-name view (or the first neighbour view
+        when the name view is not among them). Rows with fewer matches end in -1 (similarity 0).
+        """
+        view = "name" if "name" in self.level1_.indices_ else self.level1_.knn_views[0]
+        index = self.level1_.indices_[view]
+        k = max(1, min(k, index.size))
+        return index.search(self.parse(texts).views[view], k)
+
+    def contributions(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """Predicted log1p(price) (n,) and LightGBM's per-feature contributions (n, features + 1, bias last), with names."""
+        booster = self._booster()
+        dense = self.dense(texts)
+        values = np.asarray(booster.predict(dense, pred_contrib=True, num_threads=1), dtype=np.float64)
+        return self.trees_.predict(dense), values, [*booster.feature_name(), "bias"]
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total LightGBM gain per feature, largest first."""
+        booster = self._booster()
+        gains = booster.feature_importance(importance_type="gain")
+        return dict(sorted(zip(booster.feature_name(), map(float, gains)), key=lambda item: -item[1]))
+
+    def _booster(self) -> Any:
+        """The LightGBM booster (large batches and explanations; small ones use TreeArrays), read on first use."""
+        if not hasattr(self, "booster_"):
+            import lightgbm as lgb
+
+            self.booster_ = lgb.Booster(model_file=str(self.directory_ / "lightgbm.txt"))
+        return self.booster_
+
+    # --- persistence ------------------------------------------------------------------------
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write artefacts into `directory`; return the JSON-ready state that goes in config.json."""
+        arrays = {f"idf_{view}": idf for view, idf in self.views_.idf_.items()}
+        arrays.update(self.level1_.arrays())
+        arrays.update(self.trees_.to_arrays())
+        np.savez(directory / ARRAYS_FILE, **arrays)  # uncompressed: loads by memory copy, ~4x quicker
+        for view, index in self.level1_.indices_.items():
+            index.save_graph(directory / f"knn_{view}.hnsw")
+        self._booster().save_model(str(directory / "lightgbm.txt"))
+        self._save_listings(directory / LISTINGS_FILE)
+        return {"layout": LAYOUT, "level1": self.level1_.state()}
+
+    def _save_listings(self, path: Path) -> None:
+        """Names as one UTF-8 byte array plus offsets: compact, and np.load needs no pickle to read it."""
+        listings = self.training_listings()
+        if listings is None:
+            return
+        encoded = [name.encode("utf-8") for name in listings[0]]
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+        np.savez_compressed(path, names_utf8=np.frombuffer(b"".join(encoded), dtype=np.uint8),
+                            names_offsets=offsets, prices=np.asarray(listings[1], dtype=np.float64))
+
+    @classmethod
+    def load(cls, preset: CpuPreset, directory: Path, state: dict[str, Any]) -> CpuStack:
+        """Read a directory written by `save`; an older layout is a ModelDirError that says to retrain."""
+        if not isinstance(state, dict) or state.get("layout") != LAYOUT:
+            raise ModelDirError(f"{directory}: {RETRAIN}")
+        model = cls(preset)
+        model.directory_, model.state_ = Path(directory), state  # the pool's workers load the same (parallel.py)
+        model.views_ = TextViews(view_spec(preset))
+        graphs = {view: directory / f"knn_{view}.hnsw" for view in state["level1"]["knn_methods"]}
+        try:
+            with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
+                model.views_.idf_ = {view: arrays[f"idf_{view}"] for view in ("word", "name", "char")}
+                model.level1_ = Level1.restore(preset, arrays, state["level1"], graphs)
+                model.trees_ = TreeArrays.from_arrays(arrays)
+        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
+            raise ModelDirError(f"{directory}: damaged CPU model arrays ({exc}); retrain the model") from None
+        model.listings_path_ = directory / LISTINGS_FILE  # read by training_listings() on first use
+        return model
