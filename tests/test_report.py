@@ -181,7 +181,7 @@ def _damage(directory, how):
     if how == "listings":
         artefact = directory / "train_listings.npz"
         artefact.write_bytes(b"\0" * artefact.stat().st_size)  # same size, damaged content
-        return "damaged training listings"
+        return "damaged model, train_listings.npz does not match its checksum"
     (directory / "config.json").write_text("{not json")
     return "damaged config"
 

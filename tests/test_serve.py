@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from conftest import make_catalog  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
 from smartprice.cli import main  # noqa: E402
-from smartprice.modelio import ModelDirError  # noqa: E402
+from smartprice.modelio import FORMAT_VERSION, ModelDirError  # noqa: E402
 from smartprice.serve import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, BodyGuard, Coalescer, create_app  # noqa: E402
 
 JSON = {"content-type": "application/json"}
@@ -70,7 +70,7 @@ def test_predict_matches_the_python_api(client, model_dir):
 def test_health_model_and_docs(client):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/model").json()
-    assert info["preset"] == "cpu" and info["kind"] == "cpu" and info["format_version"] == 1
+    assert info["preset"] == "cpu" and info["kind"] == "cpu" and info["format_version"] == FORMAT_VERSION
     assert info["training_rows"] == 60
     assert info["fit_date"] and "validation" in info
     assert info["limits"]["max_items"] == MAX_ITEMS
@@ -225,9 +225,9 @@ def test_broken_model_dirs_fail_at_start(model_dir, tmp_path):
     with pytest.raises(ModelDirError, match="incomplete model"):
         create_app(truncated)
     garbled = shutil.copytree(model_dir, tmp_path / "garbled")
-    size = (garbled / "cpu_arrays.npz").stat().st_size
-    (garbled / "cpu_arrays.npz").write_bytes(b"\0" * size)  # right size, wrong bytes
-    with pytest.raises(ModelDirError, match="cannot load the model") as error:
+    size = (garbled / "cpu_model.npz").stat().st_size
+    (garbled / "cpu_model.npz").write_bytes(b"\0" * size)  # right size, wrong bytes
+    with pytest.raises(ModelDirError, match="damaged model, cpu_model.npz does not match its checksum") as error:
         create_app(garbled)
     assert "\n" not in str(error.value)
 
@@ -245,7 +245,7 @@ def test_cli_errors_before_uvicorn_starts(model_dir, tmp_path, capsys, monkeypat
     monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
     assert main(["serve", str(path), "--workers", workers]) == 2
     error = capsys.readouterr().err
-    assert ("model directory not found" if broken == "missing" else "cannot load the model") in error
+    assert ("model directory not found" if broken == "missing" else "damaged model, lightgbm.txt") in error
     assert error.count("\n") == 1 and "Traceback" not in error
 
 

@@ -49,8 +49,8 @@ def nearest_listings(cpu: Any, texts: Sequence[str], k: int) -> list[list[dict[s
         return None
     names, prices = listings
     index, sims = cpu.neighbours(texts, k)
-    return [[{"name": names[j], "price": float(prices[j]), "similarity": float(s)} for j, s in zip(row, row_sims)]
-            for row, row_sims in zip(index, sims)]
+    return [[{"name": names[j], "price": float(prices[j]), "similarity": float(s)} for j, s in zip(row, row_sims) if j >= 0]
+            for row, row_sims in zip(index, sims)]  # -1: fewer training listings share a word with this one
 
 
 def explain_listings(model: Any, texts: Sequence[str], to_price: Callable[[np.ndarray], np.ndarray], *, k: int = 5,

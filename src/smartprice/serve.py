@@ -12,17 +12,14 @@ model directory fails at start, not on the first request.
 
 Prediction is CPU-bound and holds the GIL, so it runs in the thread pool (health checks stay
 responsive) and small concurrent requests are merged into one model call (see `Coalescer`).
-The model is served single-threaded and in-process: GbmStack forks level-1 workers for large
-inputs when its preset has threads > 1, which is unsafe in a multi-threaded server (the
-forked model is handed over in a module global that concurrent requests overwrite); a server
-scales with `--workers` processes instead.
+Predicting is safe from any thread (the CPU model's worker processes are fresh interpreters, see
+smartprice/cpu/parallel.py); a server scales with `--workers` processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import logging
 import os
 import time
@@ -58,6 +55,7 @@ MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed b
 MAX_BATCH_ROWS = 32                # merge concurrent requests up to this many rows per model call (~0.1 s)
 MAX_ERRORS_SHOWN = 5               # validation errors spelled out in one message
 WARM_UP_LISTING = "Item Name: Warm-up Coffee Beans, 12 Ounce (Pack of 2)\nValue: 24.0\nUnit: Ounce\n"
+WARM_UP_ROWS = (1, 1000)  # one listing, and a batch as large as the CPU model's batch path (cpu/stack.py BATCH_ROWS)
 
 
 # --- request and response bodies ---------------------------------------------------------------
@@ -173,30 +171,16 @@ def _settle(future: asyncio.Future, outcome: np.ndarray | BaseException) -> None
 
 # --- the model ------------------------------------------------------------------------------------
 
-def _tune_for_serving(predictor: PricePredictor) -> None:
-    """Make the CPU model cheap per call; prices stay identical (tests compare them with PricePredictor's).
-
-    - preset threads=1: no forked level-1 workers (unsafe in a threaded server, module docstring)
-      and no LightGBM thread team per call (measured on 2 cores: ~10-20 ms to start 2 threads
-      against ~0.2 ms to score one row on one). A server's parallelism is requests and --workers.
-    """
-    model = predictor.model_
-    for part in (model, getattr(model, "cpu_", None)):  # the cpu preset, or the CPU half of a blend
-        preset = getattr(part, "preset", None)
-        if dataclasses.is_dataclass(preset) and getattr(preset, "threads", 1) != 1:
-            part.preset = dataclasses.replace(preset, threads=1)
-
-
 def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
     """Load a model directory, score one listing, and describe it; ModelDirError says what is wrong."""
     model_dir = Path(model_dir)
     saved = read_config(model_dir)  # missing / truncated / foreign directories: its own messages
     try:
         predictor = PricePredictor.load(model_dir)
-        _tune_for_serving(predictor)
-        prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING]}))  # loads LightGBM now, not on a request
-        if not (len(prices) == 1 and np.isfinite(prices).all() and (prices > 0).all()):
-            raise ValueError(f"a test listing was priced {prices!r}")
+        for rows in WARM_UP_ROWS:  # both the small-request and the batch path, so no request pays a first load
+            prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING] * rows}))
+            if not (len(prices) == rows and np.isfinite(prices).all() and (prices > 0).all()):
+                raise ValueError(f"a test listing was priced {prices[:1]!r}")
     except ModelDirError:
         raise
     except Exception as exc:  # a damaged artefact can fail in numpy, LightGBM, torch ...

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, CatalogError
+from .cpu.parallel import PROCESSES_ENV
 from .modelio import CONFIG_NAME, ModelDirError, read_config
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ def _price_partition(frames: Iterator[pd.DataFrame], *, model_dir: str, id_colum
             raise CatalogError(f"input DataFrame, column '{id_column}': {int(missing.sum())} null or blank id(s) in a "
                                f"batch on executor {socket.gethostname()}; every row needs an id (filter or fill them)")
         if model is None:
+            os.environ.setdefault(PROCESSES_ENV, "1")  # Spark runs a Python worker per core already: no pool in each
             try:
                 model = load_model(model_dir)
             except ModelDirError as exc:

@@ -3,7 +3,7 @@
 One search serves the level-1 features (`NeighbourStats`), out-of-fold stacking and `explain`:
 - "exact": a sparse top-k product (sparse_dot_topn, C++, no dense similarity block). Its cost per
   query grows with the index, so it is used up to `exact_max_rows` indexed rows.
-- "hnsw": an HNSW graph (hnswlib) over a 256-wide count sketch of each row gives candidates, which
+- "hnsw": an HNSW graph (faiss) over a 256-wide count sketch of each row gives candidates, which
   are re-scored with the exact sparse cosine; cost per query barely grows with the index.
 Rows are L2-normalised TF-IDF (or dense embeddings). Terms in more than `max_df` of the indexed rows
 are dropped from both sides and rows renormalised: frequent words ("ounce", "pack") say little about
@@ -13,6 +13,8 @@ which listings are alike, and their long posting lists are most of a sparse prod
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +26,11 @@ log = logging.getLogger(__name__)
 
 STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
 SKETCH_DIM = 256       # count-sketch width for the HNSW graph: cosine error ~1/sqrt(256); candidates are re-scored
-HNSW_M = 16            # graph degree: hnswlib's recommended default for 100-1000-dim data
+HNSW_M = 16            # graph degree: the usual default for 100-1000-dim data
 HNSW_EF_BUILD = 100    # build-time beam: recall >0.95 of the sketch's own top-k at this M
 BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
 SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
+MIN_DROP_ROWS = 100    # a term is frequent only beyond this many rows too: small catalogs keep every term
 TIE_MARGIN = 8         # extra candidates kept so that equal similarities are cut by row, the same on every path
 
 
@@ -72,8 +75,9 @@ class NeighbourIndex:
             matrix = sp.csr_matrix(matrix)
             df = np.bincount(matrix.indices, minlength=matrix.shape[1])
             self.width_ = matrix.shape[1]
-            self.dropped_ = np.flatnonzero(df > max(1.0, self.spec.max_df * rows)).astype(np.int64)
-            self.columns_ = np.flatnonzero((df > 0) & (df <= max(1.0, self.spec.max_df * rows))).astype(np.int64)
+            limit = max(MIN_DROP_ROWS, self.spec.max_df * rows)
+            self.dropped_ = np.flatnonzero(df > limit).astype(np.int64)
+            self.columns_ = np.flatnonzero((df > 0) & (df <= limit)).astype(np.int64)
             self._map_columns()
             self.rows_ = self.prepare(matrix)
             self.rows_t_ = self.rows_.T.tocsr()  # (terms, rows): the right-hand side of the top-k product
@@ -117,14 +121,14 @@ class NeighbourIndex:
         return dense / np.where(norms > 0, norms, 1)
 
     def _build_graph(self, threads: int) -> None:
-        import hnswlib
+        """The graph over the sketches, built on one thread: the same rows always give the same graph."""
+        import faiss
 
-        vectors = self._sketch(self.rows_)
-        self.graph_ = hnswlib.Index(space="ip", dim=vectors.shape[1])
-        self.graph_.init_index(max_elements=max(1, len(vectors)), ef_construction=HNSW_EF_BUILD, M=HNSW_M,
-                               random_seed=self.spec.seed)
-        self.graph_.set_num_threads(max(1, threads))
-        self.graph_.add_items(vectors, np.arange(len(vectors)))
+        vectors = self._sketch(self.rows_).astype(np.float32)
+        self.graph_ = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        self.graph_.hnsw.efConstruction = HNSW_EF_BUILD
+        with _omp_threads(faiss, 1):
+            self.graph_.add(vectors)
 
     # --- searching --------------------------------------------------------------------------
     @property
@@ -210,11 +214,14 @@ class NeighbourIndex:
 
     def _hnsw(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the graph, re-scored with the exact cosine; rows marked in `exclude` removed."""
+        import faiss
+
         wanted = min(self.size, k * self.spec.candidates + (k if exclude is not None else 0))
-        self.graph_.set_ef(max(wanted, 64))
-        self.graph_.set_num_threads(max(1, threads))
-        labels, _ = self.graph_.knn_query(self._sketch(queries), k=wanted)
-        labels = labels.astype(np.int64)  # (n, wanted)
+        params = faiss.SearchParametersHNSW(efSearch=max(wanted, 64))  # per call: safe with concurrent searches
+        sketches = np.ascontiguousarray(self._sketch(queries), dtype=np.float32)
+        with _omp_threads(faiss, threads if len(sketches) >= SMALL_BATCH else 1):
+            _, labels = self.graph_.search(sketches, wanted, params=params)
+        labels = labels.astype(np.int64)  # (n, wanted), -1 where the graph has fewer rows
         exact = _pair_cosines(queries, self.rows_, labels)
         if exclude is not None:
             labels = np.where(exclude[labels], -1, labels)
@@ -230,9 +237,11 @@ class NeighbourIndex:
                 f"{prefix}_indices": self.rows_.indices, f"{prefix}_indptr": self.rows_.indptr}
 
     def save_graph(self, path: Path) -> None:
-        """hnswlib's own binary format: vectors and links, nothing executable."""
+        """faiss's own binary index format: vectors and links, nothing executable."""
         if self.method_ == "hnsw":
-            self.graph_.save_index(str(path))
+            import faiss
+
+            faiss.write_index(self.graph_, str(path))
 
     @classmethod
     def from_arrays(cls, spec: SearchSpec, method: str, arrays: Any, prefix: str, graph: Path | None) -> NeighbourIndex:
@@ -250,12 +259,23 @@ class NeighbourIndex:
                                         shape=(len(indptr) - 1, len(index.columns_)))
             index.rows_t_ = index.rows_.T.tocsr()
         if method == "hnsw":
-            import hnswlib
+            import faiss
 
-            dim = index.rows_.shape[1] if not sp.issparse(index.rows_) else SKETCH_DIM
-            index.graph_ = hnswlib.Index(space="ip", dim=dim)
-            index.graph_.load_index(str(graph), max_elements=index.size)
+            index.graph_ = faiss.read_index(str(graph))
+            if index.graph_.ntotal != index.size:
+                raise ValueError(f"{graph.name} holds {index.graph_.ntotal} rows, the index {index.size}")
         return index
+
+
+@contextmanager
+def _omp_threads(faiss: Any, threads: int) -> Iterator[None]:
+    """faiss's OpenMP thread count for one call (a process-wide setting, restored after)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, threads))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _best(candidates: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,6 +18,7 @@ import atexit
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+PROCESSES_ENV = "SMARTPRICE_PROCESSES"  # processes for one large predict (default: the preset's threads); 1 = none,
+                                        # for hosts that run one predict per core themselves (Spark executors)
 MIN_ROWS = 2_000      # below this, starting a worker (~1 s) costs more than it saves
 PIECE_ROWS = 400      # rows a piece: small enough to balance the processes, large enough to amortise the pipe
 
@@ -158,7 +161,7 @@ def _close_pool() -> None:
 
 def level1_in_pool(model: Any, texts: list[str]) -> np.ndarray | None:
     """LightGBM's input for `texts` from this process and `threads - 1` workers; None when not worth it or busy."""
-    workers = model.preset.threads - 1
+    workers = int(os.environ.get(PROCESSES_ENV) or model.preset.threads) - 1
     if (workers < 1 or len(texts) < MIN_ROWS or getattr(model, "directory_", None) is None
             or "emb" in model.preset.knn_views):
         return None  # torch (the "emb" view) is left out: it uses every core itself
@@ -172,7 +175,18 @@ def level1_in_pool(model: Any, texts: list[str]) -> np.ndarray | None:
 
 
 def _worker_main() -> None:
-    """A worker: load the model named on the pipe, then answer lists of texts with dense rows."""
+    """A worker: load the model named on the pipe, then answer lists of texts with dense rows.
+
+    It ends when the parent sends None or goes away (end of the pipe); Ctrl-C is the parent's to handle.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _serve_parent()
+    except (EOFError, BrokenPipeError):
+        pass
+
+
+def _serve_parent() -> None:
     recv = Connection(os.dup(sys.stdin.fileno()), writable=False)
     send = Connection(os.dup(sys.stdout.fileno()), readable=False)
     sys.stdout = sys.stderr  # nothing else may write to the pipe
