@@ -93,6 +93,13 @@ class PricePredictor:
             return np.zeros(0)
         return self._prices(self.model_.predict(_texts(frame)))
 
+    def expect_rows(self, rows: int) -> None:
+        """A hint before a large predict: the model may start worker processes while the caller reads its input."""
+        self._check_fitted()
+        prepare = getattr(self.model_, "expect_rows", None)
+        if prepare is not None:
+            prepare(rows)
+
     def _prices(self, log_price: np.ndarray) -> np.ndarray:
         """The model's log1p(price) -> prices clipped to the training range (never NaN)."""
         log_price = np.asarray(log_price, dtype=float)

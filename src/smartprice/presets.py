@@ -31,10 +31,12 @@ class CpuPreset:
     neighbours: int = 20              # cosine neighbours for price statistics
     knn_views: tuple = ("name", "word")  # neighbour price statistics on: name / word (listing) / char (name) / emb
                                          # (smartprice cv on train.csv: + word -0.18 SMAPE; + char on top +0.1, dropped)
-    neighbour_search: str = "auto"    # "exact" sparse top-k, "hnsw" graph + exact re-scoring, or "auto" (exact up to ...)
-    exact_max_rows: int = 20_000      # ... this many training rows: beyond, exact search per listing grows with the catalog
-    neighbour_max_df: float = 0.02    # neighbour search ignores terms in > 2% of rows: 3x quicker, CV no worse (bench/knn.py)
-    hnsw_candidates: int = 3          # hnsw: 3 x neighbours candidates re-scored with the exact cosine per listing
+    neighbour_search: str = "auto"    # "exact" sparse top-k, "pruned" (strong terms find candidates, re-scored exactly),
+                                      # or "auto": exact up to exact_max_rows training rows, pruned beyond
+    exact_max_rows: int = 20_000      # beyond, exact search per listing costs more than the rest of the model (bench/cpu.py)
+    neighbour_max_df: float = 0.02    # neighbour search ignores terms in > 2% of rows: 3x quicker, CV no worse (bench/cpu.py)
+    neighbour_strong_terms: int = 48  # pruned: heaviest terms per listing that find candidates (76k rows: 3x quicker
+                                      # than exact on the word view, 98% of the exact mean similarity)
     unit_ridge: bool = True           # a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE (smartprice cv)
     embed_encoder: str = "minilm"     # frozen sentence encoder of the "emb" view (offline all-MiniLM-L6-v2)
     embed_max_length: int = 128       # tokens embedded per listing: name and first bullets

@@ -7,6 +7,7 @@ whole one would. The output goes to a temporary file beside the target, renamed 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import lzma
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 # The CPU model forks a worker per predict call of 1000+ rows (~50 ms); 20k rows is ~4 s of work
 # per chunk on 2 cores, so that overhead stays near 1%, and a chunk's matrices stay well under 1 GB.
+BYTES_PER_ROW_AT_LEAST = 1_000  # a catalog row is ~1 kB of text (train.csv: 960 bytes): a row-count estimate
 DEFAULT_CHUNK_ROWS = 20_000
 Progress = Callable[[int], Any]  # called with the number of rows just finished
 
@@ -148,6 +150,8 @@ def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: i
     out = Path(out)
     temporary = _temporary_beside(out)
     rows = 0
+    with contextlib.suppress(OSError):  # a missing file is iter_catalog's error to report
+        model.expect_rows(min(chunk_rows, Path(path).stat().st_size // BYTES_PER_ROW_AT_LEAST))
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
             for frame in iter_catalog(path, chunk_rows=chunk_rows):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from ..catalog import CatalogFields, split_catalog_content
 from ..features import EXTRA_FEATURES, FEATURES_25, listing_row
@@ -65,18 +66,36 @@ class Listings:
                         [self.brands[i] for i in index], [self.names[i] for i in index], self.log_qty[index])
 
 
+PARSE_ROWS = 8_192  # listings parsed and tokenised at a time: their term lists are the peak of a large fit's memory
+
+
 def parse(texts: Sequence[str], text_views: TextViews, fit: bool = False, embedder: Any = None) -> Listings:
-    """Split, parse and vectorise listings (fit=True fits the views' IDF on them)."""
-    fields: list[CatalogFields] = [split_catalog_content(t or "") for t in texts]
-    rows = [listing_row(t or "", f) for t, f in zip(texts, fields)]
-    names = [f.item_name for f in fields]
-    rests = [" ".join((*f.bullets, f.description)) for f in fields]
-    views = (text_views.fit_transform if fit else text_views.transform)(names, rests)
+    """Split, parse and vectorise listings (fit=True fits the views' IDF on them), PARSE_ROWS at a time."""
+    counts: dict[str, list[Any]] = {}
+    raw, brands, names, log_qty, texts_emb = [], [], [], [], []
+    for start in range(0, len(texts), PARSE_ROWS):
+        part = [t or "" for t in texts[start:start + PARSE_ROWS]]
+        fields: list[CatalogFields] = [split_catalog_content(t) for t in part]
+        rows = [listing_row(t, f) for t, f in zip(part, fields)]
+        part_names = [f.item_name for f in fields]
+        rests = [" ".join((*f.bullets, f.description)) for f in fields]
+        for view, matrix in text_views.counts(part_names, rests).items():
+            counts.setdefault(view, []).append(matrix)
+        raw.append(np.array([[row[c] for c in DENSE_FEATURES] for row in rows], dtype=np.float64).reshape(len(rows), -1))
+        brands += [row["brand"] for row in rows]
+        log_qty.append(np.array([row["log_quantity"] for row in rows], dtype=np.float64))
+        names += part_names
+        if embedder is not None:
+            texts_emb += [" ".join((n, r)) for n, r in zip(part_names, rests)]
+    if not texts:
+        empty = text_views.counts([], [])
+        counts = {view: [matrix] for view, matrix in empty.items()}
+        raw, log_qty = [np.zeros((0, len(DENSE_FEATURES)))], [np.zeros(0)]
+    joined = {view: sp.vstack(parts, format="csr") if len(parts) > 1 else parts[0] for view, parts in counts.items()}
+    views = text_views.fit_idf(joined) if fit else text_views.weigh(joined)
     if embedder is not None:
-        views["emb"] = embedder.transform([" ".join((n, r)) for n, r in zip(names, rests)])
-    raw = np.array([[row[c] for c in DENSE_FEATURES] for row in rows], dtype=np.float64).reshape(len(rows), -1)
-    log_qty = np.array([row["log_quantity"] for row in rows], dtype=np.float64)
-    return Listings(views, raw, [row["brand"] for row in rows], names, log_qty)
+        views["emb"] = embedder.transform(texts_emb)
+    return Listings(views, np.vstack(raw), brands, names, np.concatenate(log_qty))
 
 
 def brand_table(brands: Sequence[str], y: np.ndarray, smoothing: float) -> dict[str, tuple[float, int]]:
@@ -121,7 +140,7 @@ class Level1:
         self.preset = preset
         self.knn_views = check_knn_views(preset.knn_views)
         self.search = SearchSpec(preset.neighbour_search, preset.exact_max_rows, preset.neighbour_max_df,
-                                 preset.hnsw_candidates, preset.seed)
+                                 preset.neighbour_strong_terms)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -198,12 +217,12 @@ class Level1:
                 "y_mean": self.y_mean_, "brands": {b: list(v) for b, v in self.brands_.items()}}
 
     @classmethod
-    def restore(cls, preset: CpuPreset, arrays: Any, state: dict[str, Any], graphs: dict[str, Any]) -> Level1:
-        """Rebuild from `arrays()` / `state()` and the views' HNSW graph files."""
+    def restore(cls, preset: CpuPreset, arrays: Any, state: dict[str, Any]) -> Level1:
+        """Rebuild from `arrays()` and `state()`."""
         level1 = cls(preset)
         level1.ridges_ = {name: Linear(arrays[f"ridge_{name}_coef"], float(b)) for name, b in state["ridge_intercepts"].items()}
         level1.indices_ = {view: NeighbourIndex.from_arrays(level1.search, state["knn_methods"][view], arrays,
-                                                            f"knn_{view}", graphs.get(view))
+                                                            f"knn_{view}")
                            for view in level1.knn_views}
         y = arrays["train_y"]
         level1.stats_ = NeighbourStats(preset.neighbours).fit(y, arrays["train_unit_y"])

@@ -1,22 +1,21 @@
 """Top-k cosine neighbour search, and the price statistics the CPU model reads from the neighbours.
 
 One search serves the level-1 features (`NeighbourStats`), out-of-fold stacking and `explain`:
-- "exact": a sparse top-k product (sparse_dot_topn, C++, no dense similarity block). Its cost per
-  query grows with the index, so it is used up to `exact_max_rows` indexed rows.
-- "hnsw": an HNSW graph (faiss) over a 256-wide count sketch of each row gives candidates, which
-  are re-scored with the exact sparse cosine; cost per query barely grows with the index.
-Rows are L2-normalised TF-IDF (or dense embeddings). Terms in more than `max_df` of the indexed rows
-are dropped from both sides and rows renormalised: frequent words ("ounce", "pack") say little about
-which listings are alike, and their long posting lists are most of a sparse product's cost.
+- "exact": a sparse top-k product (sparse_dot_topn, C++, no dense similarity block);
+- "pruned": candidates from the same product over each row's `strong_terms` heaviest terms (index
+  and query), then re-scored with the exact cosine: ~3x cheaper per query on long listings, and the
+  similarities it returns are exact; only a neighbour the strong terms miss is lost (bench/cpu.py
+  prints the share found against exact search).
+Rows are L2-normalised TF-IDF (or dense embeddings, searched exactly). Terms in more than `max_df`
+of the indexed rows are dropped from both sides and rows renormalised: frequent words ("ounce",
+"pack") say little about which listings are alike, and their long posting lists are most of a sparse
+product's cost. Ties are cut by the lower row, the same way on every path.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,9 +24,6 @@ import scipy.sparse as sp
 log = logging.getLogger(__name__)
 
 STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
-SKETCH_DIM = 256       # count-sketch width for the HNSW graph: cosine error ~1/sqrt(256); candidates are re-scored
-HNSW_M = 16            # graph degree: the usual default for 100-1000-dim data
-HNSW_EF_BUILD = 100    # build-time beam: recall >0.95 of the sketch's own top-k at this M
 BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
 SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
 MIN_DROP_ROWS = 100    # a term is frequent only beyond this many rows too: small catalogs keep every term
@@ -38,11 +34,11 @@ TIE_MARGIN = 8         # extra candidates kept so that equal similarities are cu
 class SearchSpec:
     """How neighbours are searched (from the preset)."""
 
-    method: str = "auto"         # "exact", "hnsw", or "auto": exact up to exact_max_rows indexed rows
+    method: str = "auto"         # "exact", "pruned", or "auto": exact up to exact_max_rows indexed rows
     exact_max_rows: int = 20_000  # above, exact search costs more per query than the rest of the model
     max_df: float = 0.02         # terms in more than this share of indexed rows are ignored
-    candidates: int = 3          # hnsw: k * candidates rows re-scored exactly per query
-    seed: int = 0                # hnsw graph's random levels
+    strong_terms: int = 48       # pruned: the heaviest terms of each row that find candidates
+    candidates: int = 2          # pruned: k * candidates rows re-scored exactly per query
 
 
 def _normalise_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -68,9 +64,9 @@ class NeighbourIndex:
         """Index the rows of `matrix` (sparse TF-IDF or dense embeddings, rows L2-normalised)."""
         rows = matrix.shape[0]
         self.method_ = self.spec.method if self.spec.method != "auto" else (
-            "exact" if rows <= self.spec.exact_max_rows else "hnsw")
-        if self.method_ not in ("exact", "hnsw"):
-            raise ValueError(f"neighbour_search must be exact, hnsw or auto; got {self.spec.method!r}")
+            "exact" if rows <= self.spec.exact_max_rows else "pruned")
+        if self.method_ not in ("exact", "pruned"):
+            raise ValueError(f"neighbour_search must be exact, pruned or auto; got {self.spec.method!r}")
         if sp.issparse(matrix):
             matrix = sp.csr_matrix(matrix)
             df = np.bincount(matrix.indices, minlength=matrix.shape[1])
@@ -80,12 +76,17 @@ class NeighbourIndex:
             self.columns_ = np.flatnonzero((df > 0) & (df <= limit)).astype(np.int64)
             self._map_columns()
             self.rows_ = self.prepare(matrix)
-            self.rows_t_ = self.rows_.T.tocsr()  # (terms, rows): the right-hand side of the top-k product
+            self._transpose()
         else:
+            self.method_ = "exact"  # dense embeddings: one block product
             self.rows_ = np.ascontiguousarray(matrix, dtype=np.float32)
-        if self.method_ == "hnsw":
-            self._build_graph(threads)
         return self
+
+    def _transpose(self, strong: sp.csr_matrix | None = None) -> None:
+        """(terms, rows) right-hand sides of the top-k product: all terms, and for "pruned" the strong ones."""
+        self.rows_t_ = self.rows_.T.tocsr()
+        if self.method_ == "pruned":
+            self.strong_t_ = strong if strong is not None else _strongest(self.rows_, self.spec.strong_terms).T.tocsr()
 
     def _map_columns(self) -> None:
         """Original column -> compact column of the index (-1: a frequent term, or one no indexed row has)."""
@@ -108,28 +109,6 @@ class NeighbourIndex:
         compact.eliminate_zeros()
         return compact
 
-    def _sketch(self, matrix: Any) -> np.ndarray:
-        """Dense (n, SKETCH_DIM) count sketch of sparse rows (each column hashed to one signed bucket), unit rows."""
-        if not sp.issparse(matrix):
-            return np.ascontiguousarray(matrix, dtype=np.float32)
-        columns = matrix.indices.astype(np.uint64)
-        mixed = (columns * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)  # Fibonacci hashing: stable, no table
-        bucket = (mixed % np.uint64(SKETCH_DIM)).astype(np.int32)
-        sign = np.where((mixed >> np.uint64(12)) & np.uint64(1), 1.0, -1.0).astype(np.float32)
-        dense = sp.csr_matrix((matrix.data * sign, bucket, matrix.indptr), shape=(matrix.shape[0], SKETCH_DIM)).toarray()
-        norms = np.linalg.norm(dense, axis=1, keepdims=True)
-        return dense / np.where(norms > 0, norms, 1)
-
-    def _build_graph(self, threads: int) -> None:
-        """The graph over the sketches, built on one thread: the same rows always give the same graph."""
-        import faiss
-
-        vectors = self._sketch(self.rows_).astype(np.float32)
-        self.graph_ = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        self.graph_.hnsw.efConstruction = HNSW_EF_BUILD
-        with _omp_threads(faiss, 1):
-            self.graph_.add(vectors)
-
     # --- searching --------------------------------------------------------------------------
     @property
     def size(self) -> int:
@@ -151,26 +130,22 @@ class NeighbourIndex:
         sims = np.zeros((queries.shape[0], k))
         for group in np.unique(query_groups):
             mine = np.flatnonzero(query_groups == group)
-            if self.method_ == "exact":  # the rows of other groups, searched exactly
-                others = np.flatnonzero(groups != group)
-                found, found_sims = self._subset(others)._search(queries[mine], k, threads)
-                index[mine] = np.where(found >= 0, others[np.maximum(found, 0)], -1)
-            else:  # the graph of all rows, own group filtered out of the candidates
-                found, found_sims = self._search(queries[mine], k, threads, exclude=groups == group)
-                index[mine] = found
+            others = np.flatnonzero(groups != group)  # the rows of other groups, searched the same way
+            found, found_sims = self._subset(others)._search(queries[mine], k, threads)
+            index[mine] = np.where(found >= 0, others[np.maximum(found, 0)], -1)
             sims[mine] = found_sims
         return index, sims
 
     def _subset(self, rows: np.ndarray) -> NeighbourIndex:
-        """An exact index over some of this index's rows (same columns)."""
+        """An index of the same kind over some of this index's rows (same columns)."""
         part = NeighbourIndex(self.spec)
-        part.method_ = "exact"
+        part.method_ = self.method_
         part.rows_ = self.rows_[rows]
         if sp.issparse(part.rows_):
-            part.rows_t_ = part.rows_.T.tocsr()
+            part._transpose()
         return part
 
-    def _search(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         """Prepared queries, BATCH at a time."""
         n = queries.shape[0]
         index = np.full((n, k), -1, dtype=np.int64)
@@ -182,7 +157,7 @@ class NeighbourIndex:
             if self.method_ == "exact":
                 index[block], sims[block] = self._top(queries[block], k, threads)
             else:
-                index[block], sims[block] = self._hnsw(queries[block], k, threads, exclude)
+                index[block], sims[block] = self._pruned(queries[block], k, threads)
         return index, sims
 
     def _top(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,48 +179,35 @@ class NeighbourIndex:
         from sparse_dot_topn import sp_matmul_topn
 
         product = sp_matmul_topn(queries, self.rows_t_, top_n=wanted, n_threads=threads if threads > 1 else None)
-        lengths = np.diff(product.indptr)
-        rows = np.repeat(np.arange(n), lengths)
-        slot = np.arange(product.nnz) - np.repeat(product.indptr[:-1], lengths)
-        top = np.full((n, wanted), -1, dtype=np.int64)
-        top_sims = np.zeros((n, wanted), dtype=np.float32)
-        top[rows, slot], top_sims[rows, slot] = product.indices, product.data
-        return _best(top, top_sims, k)
+        return _best(*_product_arrays(product, wanted), k)
 
-    def _hnsw(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates from the graph, re-scored with the exact cosine; rows marked in `exclude` removed."""
-        import faiss
+    def _pruned(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the strong terms' top-k product, re-scored with the exact cosine."""
+        from sparse_dot_topn import sp_matmul_topn
 
-        wanted = min(self.size, k * self.spec.candidates + (k if exclude is not None else 0))
-        params = faiss.SearchParametersHNSW(efSearch=max(wanted, 64))  # per call: safe with concurrent searches
-        sketches = np.ascontiguousarray(self._sketch(queries), dtype=np.float32)
-        with _omp_threads(faiss, threads if len(sketches) >= SMALL_BATCH else 1):
-            _, labels = self.graph_.search(sketches, wanted, params=params)
-        labels = labels.astype(np.int64)  # (n, wanted), -1 where the graph has fewer rows
-        exact = _pair_cosines(queries, self.rows_, labels)
-        if exclude is not None:
-            labels = np.where(exclude[labels], -1, labels)
-        return _best(labels, exact, k)
+        n, wanted = queries.shape[0], min(self.size, k * self.spec.candidates + TIE_MARGIN)
+        product = sp_matmul_topn(_strongest(queries, self.spec.strong_terms), self.strong_t_, top_n=wanted,
+                                 n_threads=threads if threads > 1 and n >= SMALL_BATCH else None)
+        candidates, _ = _product_arrays(product, wanted)
+        exact = _pair_cosines(queries, self.rows_, candidates)
+        return _best(candidates, exact, k)
 
     # --- persistence ------------------------------------------------------------------------
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """Named arrays that restore this index (the HNSW graph is a file of its own)."""
+        """Named arrays that restore this index."""
         if not sp.issparse(self.rows_):
             return {f"{prefix}_dense": self.rows_}
-        return {f"{prefix}_dropped": self.dropped_, f"{prefix}_columns": self.columns_,
-                f"{prefix}_width": np.asarray([self.width_], dtype=np.int64), f"{prefix}_data": self.rows_.data,
-                f"{prefix}_indices": self.rows_.indices, f"{prefix}_indptr": self.rows_.indptr}
-
-    def save_graph(self, path: Path) -> None:
-        """faiss's own binary index format: vectors and links, nothing executable."""
-        if self.method_ == "hnsw":
-            import faiss
-
-            faiss.write_index(self.graph_, str(path))
+        out = {f"{prefix}_dropped": self.dropped_, f"{prefix}_columns": self.columns_,
+               f"{prefix}_width": np.asarray([self.width_], dtype=np.int64), f"{prefix}_data": self.rows_.data,
+               f"{prefix}_indices": self.rows_.indices, f"{prefix}_indptr": self.rows_.indptr}
+        if self.method_ == "pruned":  # saved, not recomputed: choosing each row's strong terms is a sort of every entry
+            out.update({f"{prefix}_strong_data": self.strong_t_.data, f"{prefix}_strong_indices": self.strong_t_.indices,
+                        f"{prefix}_strong_indptr": self.strong_t_.indptr})
+        return out
 
     @classmethod
-    def from_arrays(cls, spec: SearchSpec, method: str, arrays: Any, prefix: str, graph: Path | None) -> NeighbourIndex:
-        """Restore an index saved with `arrays` (+ `save_graph`)."""
+    def from_arrays(cls, spec: SearchSpec, method: str, arrays: Any, prefix: str) -> NeighbourIndex:
+        """Restore an index saved with `arrays`."""
         index = cls(spec)
         index.method_ = method
         if f"{prefix}_dense" in arrays:
@@ -257,25 +219,38 @@ class NeighbourIndex:
             indptr = arrays[f"{prefix}_indptr"]
             index.rows_ = sp.csr_matrix((arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], indptr),
                                         shape=(len(indptr) - 1, len(index.columns_)))
-            index.rows_t_ = index.rows_.T.tocsr()
-        if method == "hnsw":
-            import faiss
-
-            index.graph_ = faiss.read_index(str(graph))
-            if index.graph_.ntotal != index.size:
-                raise ValueError(f"{graph.name} holds {index.graph_.ntotal} rows, the index {index.size}")
+            strong = None
+            if method == "pruned":
+                strong = sp.csr_matrix((arrays[f"{prefix}_strong_data"], arrays[f"{prefix}_strong_indices"],
+                                        arrays[f"{prefix}_strong_indptr"]), shape=index.rows_.shape[::-1])
+            index._transpose(strong)
         return index
 
 
-@contextmanager
-def _omp_threads(faiss: Any, threads: int) -> Iterator[None]:
-    """faiss's OpenMP thread count for one call (a process-wide setting, restored after)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(max(1, threads))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+def _strongest(matrix: sp.csr_matrix, terms: int) -> sp.csr_matrix:
+    """Each row's `terms` largest entries (ties by column), the rest dropped."""
+    lengths = np.diff(matrix.indptr)
+    if not matrix.nnz or lengths.max() <= terms:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    order = np.lexsort((matrix.indices, -matrix.data, rows))  # by row, heaviest first
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lengths)
+    keep = rank < terms
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=matrix.shape[0]))])
+    return sp.csr_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)
+
+
+def _product_arrays(product: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A top-k product's rows as padded (n, width) candidate and similarity arrays (-1 / 0 where none)."""
+    n = product.shape[0]
+    lengths = np.diff(product.indptr)
+    rows = np.repeat(np.arange(n), lengths)
+    slot = np.arange(product.nnz) - np.repeat(product.indptr[:-1], lengths)
+    candidates = np.full((n, width), -1, dtype=np.int64)
+    sims = np.zeros((n, width), dtype=np.float32)
+    candidates[rows, slot], sims[rows, slot] = product.indices, product.data
+    return candidates, sims
 
 
 def _best(candidates: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ PIECE_ROWS = 400      # rows a piece: small enough to balance the processes, lar
 
 
 class Worker:
-    """One worker process and the pipe to it; `dense(texts)` returns its LightGBM input rows."""
+    """One worker process and the pipe to it; `run(texts, final)` returns dense rows or log prices."""
 
     def __init__(self, directory: Path, preset: dict[str, Any], state: dict[str, Any]) -> None:
         self.process = subprocess.Popen([sys.executable, "-m", "smartprice.cpu.parallel"], stdin=subprocess.PIPE,
@@ -57,8 +57,8 @@ class Worker:
                 raise RuntimeError(f"smartprice worker failed to load the model: {status}")
             self.ready = True
 
-    def dense(self, texts: list[str]) -> np.ndarray:
-        self.send.send(texts)
+    def run(self, texts: list[str], final: bool) -> np.ndarray:
+        self.send.send((texts, final))
         answer = self.recv.recv()
         if isinstance(answer, str):
             raise RuntimeError(f"smartprice worker failed: {answer}")
@@ -84,7 +84,9 @@ class Pool:
         self.lock = threading.Lock()
         self.workers = [Worker(model.directory_, preset_to_dict(model.preset), model.state_) for _ in range(workers)]
 
-    def dense(self, model: Any, texts: list[str]) -> np.ndarray:
+    def run(self, model: Any, texts: list[str], final: bool) -> np.ndarray:
+        """Dense rows (or, `final`, log prices) of `texts`, pieces shared between this process and the workers."""
+        work = model.score if final else model.dense
         pieces = deque(enumerate(texts[i:i + PIECE_ROWS] for i in range(0, len(texts), PIECE_ROWS)))
         out: dict[int, np.ndarray] = {}
         failed: list[BaseException] = []
@@ -99,7 +101,7 @@ class Pool:
                             return
                         number, piece = pieces.pop()
                     try:
-                        out[number] = worker.dense(piece)
+                        out[number] = worker.run(piece, final)
                     except BaseException:
                         with take:
                             pieces.append((number, piece))  # this process does it instead
@@ -115,15 +117,15 @@ class Pool:
                 if not pieces:
                     break
                 number, piece = pieces.popleft()
-            out[number] = model.dense(piece)
+            out[number] = work(piece)
         for thread in threads:
             thread.join()
         while pieces:  # left by a worker that failed after the loop above ended
             number, piece = pieces.popleft()
-            out[number] = model.dense(piece)
+            out[number] = work(piece)
         if failed:
             log.warning("a level-1 worker process failed (%s); its rows were scored in this process", failed[0])
-        return np.vstack([out[i] for i in sorted(out)])
+        return np.concatenate([out[i] for i in sorted(out)])
 
     def close(self) -> None:
         for worker in self.workers:
@@ -159,23 +161,37 @@ def _close_pool() -> None:
         _POOL.close()
 
 
-def level1_in_pool(model: Any, texts: list[str]) -> np.ndarray | None:
-    """LightGBM's input for `texts` from this process and `threads - 1` workers; None when not worth it or busy."""
+def _workers(model: Any, rows: int) -> int:
+    """Worker processes a predict of `rows` listings uses (0: all in this process)."""
     workers = int(os.environ.get(PROCESSES_ENV) or model.preset.threads) - 1
-    if (workers < 1 or len(texts) < MIN_ROWS or getattr(model, "directory_", None) is None
+    if (workers < 1 or rows < MIN_ROWS or getattr(model, "directory_", None) is None
             or "emb" in model.preset.knn_views):
-        return None  # torch (the "emb" view) is left out: it uses every core itself
+        return 0  # torch (the "emb" view) is left out: it uses every core itself
+    return workers
+
+
+def start_pool(model: Any, rows: int) -> None:
+    """Start the workers a predict of `rows` listings would use, so they load while the caller reads its input."""
+    if _workers(model, rows):
+        _pool(model, _workers(model, rows))
+
+
+def in_pool(model: Any, texts: list[str], final: bool) -> np.ndarray | None:
+    """Dense rows (or log prices) of `texts` from this process and the workers; None when not worth it or busy."""
+    workers = _workers(model, len(texts))
+    if not workers:
+        return None
     pool = _pool(model, workers)
     if not pool.lock.acquire(blocking=False):
         return None  # another thread is using the workers: score here
     try:
-        return pool.dense(model, texts)
+        return pool.run(model, texts, final)
     finally:
         pool.lock.release()
 
 
 def _worker_main() -> None:
-    """A worker: load the model named on the pipe, then answer lists of texts with dense rows.
+    """A worker: load the model named on the pipe, then answer lists of texts with dense rows or log prices.
 
     It ends when the parent sends None or goes away (end of the pipe); Ctrl-C is the parent's to handle.
     """
@@ -200,9 +216,10 @@ def _serve_parent() -> None:
         send.send(f"{type(exc).__name__}: {exc}")
         return
     send.send("ready")
-    while (texts := recv.recv()) is not None:
+    while (request := recv.recv()) is not None:
+        texts, final = request
         try:
-            send.send(model.dense(texts))
+            send.send(model.score(texts) if final else model.dense(texts))
         except Exception as exc:  # noqa: BLE001
             send.send(f"{type(exc).__name__}: {json.dumps(str(exc))}")
 

@@ -2,7 +2,7 @@
 
     texts -> parse + views (level1.parse) -> Level1 features -> LightGBM (trees.TreeArrays) -> log1p(price)
 
-Everything saved is arrays (npz), JSON, hnswlib's graph format or LightGBM's own text format:
+Everything saved is arrays (npz), JSON or LightGBM's own text format:
 nothing executes on load. Large inputs are scored by level 1 in a process pool (parse and
 tokenise are pure Python); see `parallel.py`.
 """
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 LAYOUT = 2  # version of this directory layout; 1 = the single-file neighbour search of smartprice <= 0.1 models
 ARRAYS_FILE = "cpu_model.npz"
 LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
-BATCH_ROWS = 1_000  # from here LightGBM itself scores (its import, ~1 s, pays off); below, TreeArrays
+BATCH_ROWS = 10_000  # from here LightGBM itself scores (its import, ~0.6 s, pays off); below, TreeArrays (~0.1 ms a row)
 RETRAIN = "it was saved by an older smartprice whose CPU model layout this version cannot read; retrain it"
 
 
@@ -93,15 +93,25 @@ class CpuStack:
         Large inputs of a model loaded from a directory are split with a pool of worker processes
         (parallel.py); small ones run here with no pool, threads or pandas in the way.
         """
-        from .parallel import level1_in_pool
+        from .parallel import in_pool
 
         texts = list(texts)
-        dense = level1_in_pool(self, texts)
-        if dense is None:
-            dense = self.dense(texts)
-        if len(texts) < BATCH_ROWS:
-            return self.trees_.predict(dense)
+        if len(texts) < BATCH_ROWS:  # each piece scored to the end where it was parsed (tree arrays)
+            log_price = in_pool(self, texts, final=True)
+            return log_price if log_price is not None else self.score(texts)
+        dense = in_pool(self, texts, final=False)  # LightGBM once, on all rows, in this process
+        dense = dense if dense is not None else self.dense(texts)
         return np.asarray(self._booster().predict(dense, num_threads=self.preset.threads), dtype=np.float64)
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Predicted log1p(price) computed here, with the tree arrays (what one piece of a predict does)."""
+        return self.trees_.predict(self.dense(texts))
+
+    def expect_rows(self, rows: int) -> None:
+        """A hint that about `rows` listings will be predicted: start worker processes now if they will be used."""
+        from .parallel import start_pool
+
+        start_pool(self, rows)
 
     # --- explanations -----------------------------------------------------------------------
     def training_listings(self) -> tuple[list[str], np.ndarray] | None:
@@ -158,8 +168,6 @@ class CpuStack:
         arrays.update(self.level1_.arrays())
         arrays.update(self.trees_.to_arrays())
         np.savez(directory / ARRAYS_FILE, **arrays)  # uncompressed: loads by memory copy, ~4x quicker
-        for view, index in self.level1_.indices_.items():
-            index.save_graph(directory / f"knn_{view}.hnsw")
         self._booster().save_model(str(directory / "lightgbm.txt"))
         self._save_listings(directory / LISTINGS_FILE)
         return {"layout": LAYOUT, "level1": self.level1_.state()}
@@ -182,11 +190,10 @@ class CpuStack:
         model = cls(preset)
         model.directory_, model.state_ = Path(directory), state  # the pool's workers load the same (parallel.py)
         model.views_ = TextViews(view_spec(preset))
-        graphs = {view: directory / f"knn_{view}.hnsw" for view in state["level1"]["knn_methods"]}
         try:
             with np.load(directory / ARRAYS_FILE, allow_pickle=False) as arrays:
                 model.views_.idf_ = {view: arrays[f"idf_{view}"] for view in ("word", "name", "char")}
-                model.level1_ = Level1.restore(preset, arrays, state["level1"], graphs)
+                model.level1_ = Level1.restore(preset, arrays, state["level1"])
                 model.trees_ = TreeArrays.from_arrays(arrays)
         except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
             raise ModelDirError(f"{directory}: damaged CPU model arrays ({exc}); retrain the model") from None

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-ROWS_PER_STEP = 2048  # rows evaluated together: (rows x trees) index arrays stay in cache
+ROWS_PER_STEP = 256  # rows evaluated together: their (rows x trees) index arrays stay in cache
 
 MISSING_NONE, MISSING_ZERO, MISSING_NAN = 0, 1, 2
 _MISSING = {"None": MISSING_NONE, "Zero": MISSING_ZERO, "NaN": MISSING_NAN}
@@ -27,6 +27,7 @@ class TreeArrays:
         for name in self.FIELDS:
             setattr(self, name, arrays[name])
         self.n_trees = self.leaf_value.shape[0]
+        self._child: np.ndarray | None = None  # flat arrays made on first predict
 
     @classmethod
     def from_booster(cls, booster: Any) -> TreeArrays:
@@ -83,28 +84,44 @@ class TreeArrays:
         return out
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        n, trees = len(x), self.n_trees
-        tree = np.arange(trees)[None, :]          # (1, T)
-        row = np.arange(n)[:, None]               # (n, 1)
-        node = np.zeros((n, trees), dtype=np.int32)  # (n, T): current internal node, ~leaf once reached
+        """Every (row, tree) pair walks down one level a step; pairs that reach a leaf add its value and drop out."""
+        n, trees = x.shape[0], self.n_trees
+        nodes, leaves, columns = self.feature.shape[1], self.leaf_value.shape[1], x.shape[1]
+        if self._child is None:
+            self._prepare()
+        any_missing = bool((self.missing != MISSING_NONE).any())
+        if not any_missing:
+            x = np.nan_to_num(x, nan=0.0)  # missing type None: LightGBM reads NaN as 0
+        flat_x = x.ravel()
+        tree = np.tile(np.arange(trees, dtype=np.int32), n)       # (n*T,) the pair's tree
+        row = np.repeat(np.arange(n, dtype=np.int32), trees)       # (n*T,) the pair's row
+        node = tree * np.int32(nodes)                              # flat index of the current node
+        out = np.zeros(n)
         for _ in range(int(self.depth[0])):
-            active = node >= 0
-            if not active.any():
+            value = flat_x[row * np.int32(columns) + self._feature[node]]
+            right = ~(value <= self._threshold[node])
+            if any_missing:
+                kind = self._missing[node]
+                absent = np.where(kind == MISSING_NAN, np.isnan(value),
+                                  np.where(kind == MISSING_ZERO, np.isnan(value) | (value == 0), False))
+                right = np.where(absent, ~self._default_left[node], right)
+            step = self._child[2 * node + right]
+            done = step < 0
+            out += np.bincount(row[done], weights=self._leaf_value[tree[done] * np.int32(leaves) + ~step[done]], minlength=n)
+            keep = ~done
+            if not keep.any():
                 break
-            current = np.where(active, node, 0)
-            value = x[row, self.feature[tree, current]]  # (n, T)
-            go_left = value <= self.threshold[tree, current]
-            missing = self.missing[tree, current]
-            if (missing != MISSING_NONE).any():
-                is_nan = np.isnan(value)
-                absent = np.where(missing == MISSING_NAN, is_nan,
-                                  np.where(missing == MISSING_ZERO, is_nan | (value == 0), False))
-                go_left = np.where(absent, self.default_left[tree, current], go_left)
-            else:  # missing type None: LightGBM reads NaN as 0
-                go_left = np.where(np.isnan(value), 0.0 <= self.threshold[tree, current], go_left)
-            step = np.where(go_left, self.left[tree, current], self.right[tree, current])
-            node = np.where(active, step, node)
-        return self.leaf_value[tree, ~node].sum(axis=1)
+            tree, row = tree[keep], row[keep]
+            node = tree * np.int32(nodes) + step[keep]
+        return out
+
+    def _prepare(self) -> None:
+        """Flat arrays for `_predict`: children interleaved (left, right) so one gather picks the branch."""
+        self._feature = self.feature.ravel().astype(np.int32)
+        self._threshold = self.threshold.ravel()
+        self._child = np.stack([self.left.ravel(), self.right.ravel()], axis=1).ravel().astype(np.int32)
+        self._missing, self._default_left = self.missing.ravel(), self.default_left.ravel()
+        self._leaf_value = self.leaf_value.ravel()
 
 
 def _leaves(node: dict[str, Any]) -> int:

@@ -139,15 +139,18 @@ class TextViews:
                 "name": _counts(name_len, hashed[len(word_terms):], bits),
                 "char": _counts(char_len, np.asarray(char_flat, dtype=np.int32), bits)}
 
-    def fit_transform(self, names: Sequence[str], rests: Sequence[str]) -> dict[str, sp.csr_matrix]:
-        """Fit each view's IDF on these listings and return their TF-IDF rows."""
-        counts = self.counts(names, rests)
+    def fit_idf(self, counts: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
+        """Fit each view's IDF on these term counts and return their TF-IDF rows."""
         self.idf_ = {view: fit_idf(matrix) for view, matrix in counts.items()}
+        return self.weigh(counts)
+
+    def weigh(self, counts: dict[str, sp.csr_matrix]) -> dict[str, sp.csr_matrix]:
+        """TF-IDF rows of term counts, with the fitted IDF."""
         return {view: tfidf(matrix, self.idf_[view]) for view, matrix in counts.items()}
 
     def transform(self, names: Sequence[str], rests: Sequence[str]) -> dict[str, sp.csr_matrix]:
         """TF-IDF rows of every view with the fitted IDF."""
-        return {view: tfidf(matrix, self.idf_[view]) for view, matrix in self.counts(names, rests).items()}
+        return self.weigh(self.counts(names, rests))
 
 
 def fit_idf(counts: sp.csr_matrix) -> np.ndarray:
