@@ -11,7 +11,8 @@ base and head. Measures (each a row of the table, with head/base and the issue's
      time and peak RSS, and predict speed with that model (vs the train.csv model: the target is 0.7x);
   4. the 760k-row catalog (x110, head only): fit time and peak RSS; fit seconds against rows printed;
   5. 5-fold CV on train.csv (the folds of `smartprice cv`), per-row SMAPE paired base vs head, and head
-     exact vs hnsw search (what an approximate search costs);
+     exact vs pruned search (what the approximate search of large catalogs costs); on the 76k model,
+     the share of exact neighbours the pruned search finds and their mean similarity against exact;
   6. a per-stage profile of head (parse, each view, each level-1 model, neighbours, LightGBM, I/O) for
      1 listing, 1,000 listings and the x10 file.
 Run it alone on the machine. Last line: one JSON object.
@@ -118,21 +119,39 @@ def predict_speed(python: str, model: Path, path: Path, rows: int, work: Path) -
     return rows / seconds
 
 
+def search_quality(model_dir: Path, path: Path, rows: int = 1000) -> dict[str, float]:
+    """Per view of a model: share of exact top-k neighbours its search finds, its mean similarity / exact's."""
+    from smartprice import PricePredictor, read_catalog
+    from smartprice.cpu.neighbours import NeighbourIndex
+
+    model = PricePredictor.load(model_dir).model_
+    listings = model.parse(read_catalog(path).catalog_content.tolist()[:rows])
+    out = {}
+    for view, index in model.level1_.indices_.items():
+        exact = NeighbourIndex.__new__(NeighbourIndex)
+        exact.__dict__.update(index.__dict__, method_="exact")
+        k = model.preset.neighbours
+        found, sims = index.search(listings.views[view], k)
+        best, best_sims = exact.search(listings.views[view], k)
+        out[f"{view} ({index.method_}) share found"] = float(np.mean([len(set(a) & set(b)) / k for a, b in zip(found, best)]))
+        out[f"{view} mean similarity / exact"] = float(sims.mean() / best_sims.mean())
+    return out
+
+
 def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
     """Seconds per stage of head's predict for the first `rows` listings of `path` (in process, one thread)."""
-    import scipy.sparse as sp
-
     from smartprice import PricePredictor, read_catalog
     from smartprice.catalog import split_catalog_content
     from smartprice.cpu.level1 import DENSE_FEATURES, brand_lookup
+    from smartprice.cpu.stack import BATCH_ROWS
     from smartprice.cpu.views import tfidf
     from smartprice.features import listing_row
 
     out: dict[str, float] = {}
 
-    def timed(name: str, fn, *args):
+    def timed(name: str, fn, *args, **kwargs):
         started = time.perf_counter()
-        value = fn(*args)
+        value = fn(*args, **kwargs)
         out[name] = out.get(name, 0.0) + time.perf_counter() - started
         return value
 
@@ -158,7 +177,7 @@ def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
         cols.append(timed(f"neighbours: statistics {view}", level1.stats_.transform, *found, log_qty))
     cols.append(timed("level 1: brand", brand_lookup, [r["brand"] for r in parsed], level1.brands_, level1.y_mean_))
     dense = np.hstack([np.column_stack(cols[: 2 + ("unit" in level1.ridges_)]), *cols[2 + ("unit" in level1.ridges_):], raw])
-    if rows < 1000:
+    if rows < BATCH_ROWS:  # as CpuStack.predict chooses
         log_price = timed("LightGBM trees (as arrays)", model.trees_.predict, dense)
     else:
         booster = timed("LightGBM: import + load", model._booster)
@@ -166,7 +185,6 @@ def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as work:
         timed("write file (I/O)", lambda: pd.DataFrame({"sample_id": frame.sample_id, "price": np.expm1(log_price)})
               .to_csv(Path(work) / "p.csv", index=False))
-    del sp
     return out
 
 
@@ -235,6 +253,8 @@ def main() -> None:
         record(side, "predict_76k_model_rows_s", predict_speed(python, work / f"m76-{side}", test, test_rows, work))
         record(side, "predict10_76k_model_rows_s", predict_speed(python, work / f"m76-{side}", test10, 10 * test_rows, work))
     os.remove(cat76)
+    recall = search_quality(work / "m76-head", test)
+    print(f"  pruned search on the 76k model vs exact: {recall}", flush=True)
 
     cv: dict[str, float] = {}
     if "cv" not in skip:
@@ -242,11 +262,11 @@ def main() -> None:
         smape = {}
         for name, python, sets in (("base", sides["base"], []), ("head", sys.executable, []),
                                    ("head_exact", sys.executable, ["neighbour_search=exact"]),
-                                   ("head_hnsw", sys.executable, ["neighbour_search=hnsw"])):
+                                   ("head_pruned", sys.executable, ["neighbour_search=pruned"])):
             run(python, str(DATA / "train.csv"), str(work / f"cv-{name}.npy"), *sets, script=CV)
             smape[name] = np.load(work / f"cv-{name}.npy")
             print(f"  {name:10s} CV SMAPE {smape[name].mean():.3f}", flush=True)
-        for a, b in (("base", "head"), ("head_exact", "head_hnsw")):
+        for a, b in (("base", "head"), ("head_exact", "head_pruned")):
             diff = smape[b] - smape[a]
             cv[f"{b} - {a}"] = float(diff.mean())
             cv[f"{b} - {a} se"] = float(diff.std(ddof=1) / np.sqrt(len(diff)))
@@ -277,7 +297,8 @@ def main() -> None:
 
     medians = summarise(results, cv, args.base)
     print(f"duration {(time.time() - started) / 60:.1f} min")
-    print(json.dumps({"medians": medians, "cv": cv, "profile": stages, "base": args.base, "cores": os.cpu_count()}))
+    print(json.dumps({"medians": medians, "cv": cv, "search_76k": recall, "profile": stages, "base": args.base,
+                      "cores": os.cpu_count()}))
 
 
 if __name__ == "__main__":

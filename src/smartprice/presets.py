@@ -37,6 +37,7 @@ class CpuPreset:
     neighbour_max_df: float = 0.02    # neighbour search ignores terms in > 2% of rows: 3x quicker, CV no worse (bench/cpu.py)
     neighbour_strong_terms: int = 48  # pruned: heaviest terms per listing that find candidates (76k rows: 3x quicker
                                       # than exact on the word view, 98% of the exact mean similarity)
+    neighbour_candidates: int = 2     # pruned: neighbours x 2 candidates re-scored with the exact cosine per listing
     unit_ridge: bool = True           # a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE (smartprice cv)
     embed_encoder: str = "minilm"     # frozen sentence encoder of the "emb" view (offline all-MiniLM-L6-v2)
     embed_max_length: int = 128       # tokens embedded per listing: name and first bullets

@@ -140,7 +140,7 @@ class Level1:
         self.preset = preset
         self.knn_views = check_knn_views(preset.knn_views)
         self.search = SearchSpec(preset.neighbour_search, preset.exact_max_rows, preset.neighbour_max_df,
-                                 preset.neighbour_strong_terms)
+                                 preset.neighbour_strong_terms, preset.neighbour_candidates)
 
     @property
     def features(self) -> tuple[str, ...]:

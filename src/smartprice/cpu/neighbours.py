@@ -27,6 +27,7 @@ STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # colu
 BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
 SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
 MIN_DROP_ROWS = 100    # a term is frequent only beyond this many rows too: small catalogs keep every term
+POSTINGS = 1_000       # pruned: rows kept per term (its heaviest): a query touches <= strong_terms x 1,000 rows
 TIE_MARGIN = 8         # extra candidates kept so that equal similarities are cut by row, the same on every path
 
 
@@ -85,8 +86,9 @@ class NeighbourIndex:
     def _transpose(self, strong: sp.csr_matrix | None = None) -> None:
         """(terms, rows) right-hand sides of the top-k product: all terms, and for "pruned" the strong ones."""
         self.rows_t_ = self.rows_.T.tocsr()
-        if self.method_ == "pruned":
-            self.strong_t_ = strong if strong is not None else _strongest(self.rows_, self.spec.strong_terms).T.tocsr()
+        if self.method_ == "pruned":  # each row's strong terms; each term's heaviest rows, so a query's cost is bounded
+            self.strong_t_ = strong if strong is not None else \
+                _strongest(_strongest(self.rows_, self.spec.strong_terms).T.tocsr(), POSTINGS)
 
     def _map_columns(self) -> None:
         """Original column -> compact column of the index (-1: a frequent term, or one no indexed row has)."""
@@ -130,7 +132,10 @@ class NeighbourIndex:
         sims = np.zeros((queries.shape[0], k))
         for group in np.unique(query_groups):
             mine = np.flatnonzero(query_groups == group)
-            others = np.flatnonzero(groups != group)  # the rows of other groups, searched the same way
+            if self.method_ == "pruned":  # the one index, the group's own rows left out of the candidates
+                index[mine], sims[mine] = self._search(queries[mine], k, threads, exclude=groups == group)
+                continue
+            others = np.flatnonzero(groups != group)  # exact: the rows of other groups
             found, found_sims = self._subset(others)._search(queries[mine], k, threads)
             index[mine] = np.where(found >= 0, others[np.maximum(found, 0)], -1)
             sims[mine] = found_sims
@@ -145,7 +150,7 @@ class NeighbourIndex:
             part._transpose()
         return part
 
-    def _search(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Prepared queries, BATCH at a time."""
         n = queries.shape[0]
         index = np.full((n, k), -1, dtype=np.int64)
@@ -157,10 +162,10 @@ class NeighbourIndex:
             if self.method_ == "exact":
                 index[block], sims[block] = self._top(queries[block], k, threads)
             else:
-                index[block], sims[block] = self._pruned(queries[block], k, threads)
+                index[block], sims[block] = self._pruned(queries[block], k, threads, exclude)
         return index, sims
 
-    def _top(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    def _top(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of each query over all indexed rows.
 
         A few queries take one small product and a dense top-k; batches take the C++ top-k product,
@@ -168,9 +173,11 @@ class NeighbourIndex:
         them with the same order (similarity, then lower row), so they agree exactly.
         """
         n, wanted = queries.shape[0], min(self.size, k + TIE_MARGIN)
-        if n < SMALL_BATCH or not sp.issparse(self.rows_):
+        if n < SMALL_BATCH or not sp.issparse(self.rows_) or exclude is not None:
             block = queries @ (self.rows_t_ if sp.issparse(self.rows_) else self.rows_.T)  # (n, rows)
             block = block.toarray() if sp.issparse(block) else np.asarray(block)
+            if exclude is not None:
+                block[:, exclude] = 0
             top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted]
             top_sims = np.take_along_axis(block, top, axis=1)
             if sp.issparse(self.rows_):
@@ -181,16 +188,27 @@ class NeighbourIndex:
         product = sp_matmul_topn(queries, self.rows_t_, top_n=wanted, n_threads=threads if threads > 1 else None)
         return _best(*_product_arrays(product, wanted), k)
 
-    def _pruned(self, queries: Any, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates from the strong terms' top-k product, re-scored with the exact cosine."""
+    def _pruned(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates from the strong terms' top-k product, re-scored with the exact cosine.
+
+        `exclude` (a mask of indexed rows) removes rows from the candidates; more are asked for so
+        that k usually remain. A query left with fewer than k is searched exactly instead.
+        """
         from sparse_dot_topn import sp_matmul_topn
 
-        n, wanted = queries.shape[0], min(self.size, k * self.spec.candidates + TIE_MARGIN)
+        n = queries.shape[0]
+        wanted = min(self.size, (k * self.spec.candidates + TIE_MARGIN) * (2 if exclude is not None else 1))
         product = sp_matmul_topn(_strongest(queries, self.spec.strong_terms), self.strong_t_, top_n=wanted,
                                  n_threads=threads if threads > 1 and n >= SMALL_BATCH else None)
         candidates, _ = _product_arrays(product, wanted)
+        if exclude is not None:
+            candidates[exclude[np.maximum(candidates, 0)]] = -1
         exact = _pair_cosines(queries, self.rows_, candidates)
-        return _best(candidates, exact, k)
+        index, sims = _best(candidates, exact, k)
+        few = np.flatnonzero((index < 0).any(axis=1))  # strong terms found too few rows: search these exactly
+        if len(few):
+            index[few], sims[few] = self._top(queries[few], k, threads, exclude)
+        return index, sims
 
     # --- persistence ------------------------------------------------------------------------
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
