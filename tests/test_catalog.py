@@ -87,7 +87,7 @@ def test_bad_prices_skipped_with_counted_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         frame = read_catalog(path, labelled=True)
     assert frame["sample_id"].tolist() == ["1", "5"]
-    assert "skipped 3 of 5 training rows" in caplog.text
+    assert "skipped 3 of 5 rows" in caplog.text
 
 
 def test_blank_content_kept_for_prediction(tmp_path):

@@ -50,6 +50,7 @@ class MUPreset:
     weight_decay: float = 0.01
     mixed_precision: str = "auto"   # bf16/fp16 on GPUs, fp32 on CPU
     seed: int = 0
+    log_with: str = ""              # experiment tracker via Accelerate: "mlflow" or "tensorboard"; "" = off
     max_steps_per_epoch: int = 0    # 0 = full epochs
     time_budget_s: float = 0.0      # 0 = no budget
     num_workers: int = 0
@@ -193,7 +194,8 @@ def train_mu(train_files: list[str], valid_files: list[str], out: str | Path, pr
         for prompt, text in sample_texts(m, tokenizer, preset.seed, preset.sample_tokens).items():
             log.info("sample %r -> %r", prompt, text)
 
-    result = train(model, train_set, collate, lm_loss, loop_config(preset), out, evaluate_fn, on_epoch_end, resume=resume)
+    result = train(model, train_set, collate, lm_loss, loop_config(preset), out, evaluate_fn, on_epoch_end,
+                   resume=resume, project_name="mu", run_config=dataclasses.asdict(preset))
     if result.best_path is not None:
         from safetensors.torch import load_file
 

@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING, Any
 from trainloop.about import __version__
 
 if TYPE_CHECKING:
-    from .catalog import CatalogError, read_catalog
+    from .catalog import read_catalog
+    from .errors import CatalogError, ModelDirError, UserError
     from .metrics import smape, smape_report
     from .predictor import PricePredictor
 
-__all__ = ["CatalogError", "PricePredictor", "__version__", "read_catalog", "smape", "smape_report"]
-_HOMES = {"CatalogError": "catalog", "read_catalog": "catalog", "smape": "metrics", "smape_report": "metrics",
+__all__ = ["CatalogError", "ModelDirError", "PricePredictor", "UserError", "__version__", "read_catalog", "smape",
+           "smape_report"]
+_HOMES = {"CatalogError": "errors", "ModelDirError": "errors", "UserError": "errors", "read_catalog": "catalog",
+          "smape": "metrics", "smape_report": "metrics",
           "PricePredictor": "predictor"}  # name -> the module that defines it
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import CatalogError
+from .kinds import model_class
 from .metrics import smape
 from .presets import BlendPreset, inner_overrides, preset_from_dict, preset_to_dict, resolve_preset
 
@@ -22,9 +24,8 @@ WEIGHTS = np.linspace(0.0, 1.0, 21)  # candidate weights of the fusion model, st
 
 
 def _model(config: Any) -> Any:
-    from .predictor import PricePredictor
-
-    return PricePredictor._model_class(config)(config)
+    """An unfitted model of the kind `config` names."""
+    return model_class(config)(config)
 
 
 class Blend:
@@ -40,7 +41,7 @@ class Blend:
         self.fusion_ = _model(fusion_config).fit(texts, y, work_dir=work_dir, resume=resume)
         valid = self.fusion_.valid_rows_
         if len(valid) == 0:
-            raise ValueError("blend: too few training rows to hold any out for the blend weight")
+            raise CatalogError("blend: too few training rows to hold any out for the blend weight")
         train = np.setdiff1d(np.arange(len(texts)), valid)
         cpu_config = resolve_preset(self.preset.cpu_preset, inner_overrides(self.preset, "cpu"))
         cpu_valid = _model(cpu_config).fit([texts[i] for i in train], y[train]).predict([texts[i] for i in valid])
@@ -56,6 +57,17 @@ class Blend:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return (1 - self.weight_) * self.cpu_.predict(texts) + self.weight_ * self.fusion_.predict(texts)
 
+    def explainer(self) -> Any:
+        """The CPU part: its neighbours explain the blend (its contributions do not: the fusion part has none)."""
+        return self.cpu_
+
+    def expect_rows(self, rows: int) -> None:
+        self.cpu_.expect_rows(rows)
+
+    def validation(self) -> dict[str, Any]:
+        """Held-out SMAPE of the CPU part, the fusion part and the blend, and the rows they were measured on."""
+        return dict(self.valid_scores_)
+
     def save(self, directory: Path) -> dict[str, Any]:
         state: dict[str, Any] = {"weight": self.weight_, "valid_scores": self.valid_scores_}
         for name, model in (("cpu", self.cpu_), ("fusion", self.fusion_)):
@@ -69,5 +81,5 @@ class Blend:
         blend.weight_, blend.valid_scores_ = state["weight"], state["valid_scores"]
         for name in ("cpu", "fusion"):
             config = preset_from_dict(state[name]["config"])
-            setattr(blend, f"{name}_", type(_model(config)).load(config, directory / name, state[name]["state"]))
+            setattr(blend, f"{name}_", model_class(config).load(config, directory / name, state[name]["state"]))
         return blend

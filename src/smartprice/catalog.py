@@ -6,15 +6,20 @@ and the row and column where there is one, so the CLI can print it on one line.
 
 from __future__ import annotations
 
-import io
 import logging
+import lzma
 import math
 import re
+import zipfile
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .errors import CatalogError, SettingsError  # CatalogError re-exported: smartprice.catalog.CatalogError
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +28,8 @@ TEXT_COLUMN = "catalog_content"
 IMAGE_COLUMN = "image_link"
 PRICE_COLUMN = "price"
 REQUIRED_COLUMNS = (ID_COLUMN, TEXT_COLUMN)  # image_link is optional: no model uses images yet
-
-
-class CatalogError(ValueError):
-    """A catalog file the user must fix; the message says where and how."""
+DEFAULT_CHUNK_ROWS = 20_000  # rows a streamed chunk: a few seconds of CPU-model work, matrices well under 1 GB
+WHOLE_FILE_CHUNK_ROWS = 100_000  # read_catalog's chunks: fewer, larger pieces to collect
 
 
 def _where(path: Path | str, row: int | None = None, column: str | None = None) -> str:
@@ -107,24 +110,94 @@ def open_format(path: Path) -> tuple[str, str | None]:
     return file_format(path)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """Load CSV, TSV (optionally gzip/bz2/xz/zip-compressed) or Parquet into a frame of strings."""
+def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Unvalidated chunks of a CSV/TSV (plain or compressed) or Parquet file; errors name the file."""
     kind, compression = open_format(path)
     if kind == "parquet":
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises many types for damaged files
-            raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
-        return frame
-    raw = _decompress(path, compression) if compression else path.read_bytes()
-    if not raw.strip():
-        raise CatalogError(f"{path}: file is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}")
-    text = _check_utf8(path, raw)
+        yield from _parquet_chunks(path, chunk_rows)
+        return
+    rows = 0
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, sep="\t" if kind == "tsv" else ",")
+        reader = pd.read_csv(path, chunksize=chunk_rows, dtype=str, keep_default_na=False, encoding="utf-8",
+                             sep="\t" if kind == "tsv" else ",", compression=compression)
+        with reader:
+            for chunk in reader:
+                yield chunk
+                rows += len(chunk)
+    except pd.errors.EmptyDataError:
+        raise CatalogError(f"{path}: file is empty; expected a header with {', '.join(REQUIRED_COLUMNS)}") from None
+    except UnicodeDecodeError:  # find the first bad byte and its line (reads the file again, on this error only)
+        _check_utf8(path, _decompress(path, compression) if compression else path.read_bytes())
+        raise CatalogError(f"{path}: not valid UTF-8 (after row {rows}); re-save the file as UTF-8") from None
     except pd.errors.ParserError as exc:
         raise CatalogError(f"{path}: malformed {kind.upper()} ({exc})") from None
-    return frame
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
+        if compression is None or isinstance(exc, CatalogError):
+            raise
+        raise CatalogError(f"{path}: cannot decompress ({compression}): {exc}; the file is damaged or truncated") from None
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    """Record batches of a Parquet file as frames; a file without rows yields one empty frame with its columns."""
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+        batches = iter(source.iter_batches(batch_size=chunk_rows))
+        empty = source.schema_arrow.empty_table().to_pandas()
+    except Exception as exc:  # pyarrow raises many types for damaged files
+        raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
+    yielded = False
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:
+            raise CatalogError(f"{path}: cannot read as Parquet ({exc})") from None
+        if batch is None:
+            break
+        if batch.num_rows:
+            yielded = True
+            yield batch.to_pandas()
+    if not yielded:
+        yield empty  # validate_frame names missing columns, or says there are no rows
+
+
+def iter_catalog(path: str | Path, *, labelled: bool = False, strict: bool = False,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+    """Validated chunks of a catalog, in file order, with the columns and checks of read_catalog.
+
+    Unlabelled: every row comes back. Labelled: rows with a missing or invalid price are skipped with one
+    warning at the end (or, if `strict`, the first is an error), as read_catalog does for a whole file.
+    """
+    if chunk_rows < 1:
+        raise SettingsError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    path = Path(path)
+    seen: dict[str, int] = {}  # sample_id -> file row: duplicates are errors across chunks too
+    first_row, kept, skipped, first_problem = 1, 0, 0, None
+    for raw in _raw_chunks(path, chunk_rows):
+        frame = validate_frame(raw, path, labelled=labelled, first_row=first_row)
+        for offset, sample_id in enumerate(frame[ID_COLUMN].tolist()):
+            row = seen.setdefault(sample_id, first_row + offset)
+            if row != first_row + offset:
+                raise CatalogError(f"{path}, row {first_row + offset}, column '{ID_COLUMN}': "
+                                   f"duplicate sample_id {sample_id!r} (also at row {row})")
+        if labelled:
+            price, bad, message = check_prices(frame, path, first_row)
+            if message is not None:
+                if strict:
+                    raise CatalogError(message)
+                skipped += int(bad.sum())
+                first_problem = first_problem or message
+            frame = frame.assign(**{PRICE_COLUMN: price}).loc[~bad].reset_index(drop=True)
+        first_row += len(raw)
+        kept += len(frame)
+        if len(frame):
+            yield frame
+    if skipped:
+        log.warning("%s: skipped %d of %d rows with a missing or invalid price (first: %s)",
+                    path, skipped, first_row - 1, first_problem)
+    if labelled and not kept:
+        raise CatalogError(f"{path}: no rows left after dropping rows with invalid prices")
 
 
 def check_prices(frame: pd.DataFrame, path: Path, first_row: int = 1) -> tuple[pd.Series, np.ndarray, str | None]:
@@ -143,32 +216,16 @@ def check_prices(frame: pd.DataFrame, path: Path, first_row: int = 1) -> tuple[p
     return price, bad, message
 
 
-def _validate_prices(frame: pd.DataFrame, path: Path, strict: bool) -> pd.DataFrame:
-    """Keep rows whose price is a finite number > 0; warn (or raise, if strict) about the rest."""
-    price, bad, message = check_prices(frame, path)
-    if message is not None:
-        if strict:
-            raise CatalogError(message)
-        log.warning("%s: skipped %d of %d training rows with a missing or invalid price (first: %s)",
-                    path, int(bad.sum()), len(frame), message)
-    frame = frame.assign(**{PRICE_COLUMN: price})
-    frame = frame.loc[~bad].reset_index(drop=True)
-    if frame.empty:
-        raise CatalogError(f"{path}: no training rows left after dropping rows with invalid prices")
-    return frame
-
-
 def read_catalog(path: str | Path, *, labelled: bool = False, strict: bool = False) -> pd.DataFrame:
-    """Read a catalog file (CSV or Parquet) and return a validated frame.
+    """Read a catalog file (CSV, TSV, compressed, or Parquet) and return a validated frame: `iter_catalog` collected.
 
     Columns out: sample_id (str), catalog_content (str, '' when blank), image_link (str) and,
     when `labelled`, price (float, finite, > 0). Extra columns are dropped.
     """
-    path = Path(path)
-    frame = validate_frame(_read_table(path), path, labelled=labelled)
-    if labelled:
-        frame = _validate_prices(frame, path, strict)
-    return frame.reset_index(drop=True)
+    frames = list(iter_catalog(path, labelled=labelled, strict=strict, chunk_rows=WHOLE_FILE_CHUNK_ROWS))
+    if not frames:
+        raise CatalogError(f"{path}: no rows; expected a header and at least one listing")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
 
 
 def validate_frame(frame: pd.DataFrame, path: Path, *, labelled: bool = False, first_row: int = 1) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,10 +18,9 @@ from pathlib import Path
 from trainloop.about import __version__
 from trainloop.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
 
-from .catalog import CatalogError, read_catalog
-from .modelio import ModelDirError
+from .catalog import DEFAULT_CHUNK_ROWS, read_catalog
+from .errors import MissingExtraError, SettingsError, UserError
 from .presets import DEFAULT_PRESET, PRESETS, resolve_preset
-from .stream import DEFAULT_CHUNK_ROWS
 
 log = logging.getLogger("smartprice")
 
@@ -101,14 +101,16 @@ def _train(args: argparse.Namespace) -> None:
     from .predictor import PricePredictor
 
     overrides = parse_sets(args.sets)
-    resolve_preset(args.preset, overrides)  # fail on a bad --set before reading any data
+    config = resolve_preset(args.preset, overrides)  # fail on a bad --set before reading any data
     model = PricePredictor(preset=args.preset, **overrides)
     frame = read_catalog(args.train, labelled=True, strict=args.strict)
     valid = read_catalog(args.valid, labelled=True, strict=args.strict) if args.valid else None
     started = time.perf_counter()
     log.info("training preset %r on %d rows of %s", args.preset, len(frame), args.train)
     work_dir = args.out.with_name(args.out.name + ".work")  # epoch checkpoints of neural presets
-    model.fit(frame, work_dir=work_dir, resume=args.resume)
+    stages = 3 + len(config.knn_views) + config.folds if config.kind == "cpu" else None  # the stages cpu/ logs
+    with _progress(args, f"{args.preset} fit", unit=" stages", total=stages) as progress, _stage_bar(progress):
+        model.fit(frame, work_dir=work_dir, resume=args.resume)
     log.info("fitted in %.1f s", time.perf_counter() - started)
     if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: rank 0 alone writes the model
         return
@@ -133,6 +135,26 @@ def _progress(args: argparse.Namespace, what: str, unit: str = " rows",
     with logging_redirect_tqdm(), tqdm(desc=what, unit=unit, unit_scale=total is None, total=total, file=sys.stderr,
                                        smoothing=0.1) as bar:
         yield bar.update  # log lines meanwhile are printed above the bar, not through it
+
+
+@contextmanager
+def _stage_bar(progress: Callable[[int], object] | None) -> Iterator[None]:
+    """Advance the bar at each stage the CPU model logs ("cpu model: ..."); library code only logs."""
+    if progress is None:
+        yield
+        return
+
+    class Stage(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("cpu model: "):
+                progress(1)
+
+    handler = Stage(logging.INFO)
+    logging.getLogger("smartprice.cpu").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("smartprice.cpu").removeHandler(handler)
 
 
 @contextmanager
@@ -181,7 +203,7 @@ def _serve(args: argparse.Namespace) -> None:
     except ModuleNotFoundError as exc:
         if exc.name not in ("fastapi", "fastapi_offline", "uvicorn", "starlette", "pydantic"):
             raise
-        raise RuntimeError(f"'smartprice serve' needs the serve extra ({exc.name} is not installed): "
+        raise MissingExtraError(f"'smartprice serve' needs the serve extra ({exc.name} is not installed): "
                            "pip install 'smartprice[serve]'") from None
     run(args.model, host=args.host, port=args.port, workers=args.workers,
         log_level=logging.WARNING if args.quiet else logging.INFO)
@@ -191,10 +213,10 @@ def _presets(args: argparse.Namespace) -> None:
     from trainloop.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
 
     from . import presets
+    from .kinds import needs_nn
 
     def smartprice_needs(preset: object) -> str:  # the CPU family runs on the base install (but for embeddings)
-        cpu_only = getattr(preset, "kind", "") == "cpu" and "emb" not in getattr(preset, "knn_views", ())
-        return NEEDS_BASE if cpu_only else NEEDS_NN
+        return NEEDS_NN if needs_nn(preset) else NEEDS_BASE
 
     if args.name:
         print(render_preset(presets, args.name, smartprice_needs, "smartprice"))
@@ -213,12 +235,12 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _explain(args: argparse.Namespace) -> None:
+    from .catalog import iter_catalog
     from .explain import format_explanation
     from .predictor import PricePredictor
-    from .stream import iter_catalog
 
     if args.rows < 1:
-        raise ValueError(f"--rows must be at least 1, got {args.rows}")
+        raise SettingsError(f"--rows must be at least 1, got {args.rows}")
     model = PricePredictor.load(args.model)
     frame = next(iter_catalog(args.input, chunk_rows=args.rows))  # only the first N rows are read
     explanations = model.explain(frame, k=args.neighbours)
@@ -264,6 +286,8 @@ def _cv(args: argparse.Namespace) -> None:
 
 # Libraries whose INFO lines (Accelerate: five per epoch checkpoint) are shown only with -v.
 LIBRARY_LOGGERS = ("accelerate", "transformers")
+BUG_NOTE = ("smartprice: this is a bug in smartprice {version}, not a mistake in your files or flags; "
+            "please report it with the traceback above")
 SIGPIPE_STATUS = 128 + 13  # what a Unix tool exits with when its reader goes away (`smartprice presets | head -1`)
 
 
@@ -288,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handlers[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the try, not at exit
-    except (CatalogError, ModelDirError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except UserError as exc:  # a mistake the user can fix: one line that says what and how
         print(f"smartprice: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly, as Unix tools do
@@ -298,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("smartprice: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # anything else is a defect of ours: show it as one
+        traceback.print_exc()
+        print(BUG_NOTE.format(version=__version__), file=sys.stderr)
+        return 1
     return 0
 
 

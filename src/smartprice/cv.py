@@ -20,17 +20,11 @@ import pandas as pd
 from sklearn.model_selection import KFold
 
 from .catalog import PRICE_COLUMN
-from .metrics import smape_report
+from .errors import CatalogError, SettingsError
+from .metrics import row_smape, smape_report
 from .predictor import PricePredictor
 
 log = logging.getLogger(__name__)
-
-
-def row_smape(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
-    """Per-row SMAPE terms in percent; their mean is the SMAPE."""
-    denominator = np.abs(actual) + np.abs(predicted)
-    return 200 * np.divide(np.abs(predicted - actual), denominator, out=np.zeros_like(denominator),
-                           where=denominator > 0)
 
 
 def mean_and_se(values: np.ndarray) -> tuple[float, float]:
@@ -67,9 +61,9 @@ class CvResult:
 def fold_indices(rows: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, valid) row positions of each fold: shuffled, fixed by `seed`."""
     if folds < 2:
-        raise ValueError(f"--folds {folds}: need at least 2 folds")
+        raise SettingsError(f"--folds {folds}: need at least 2 folds")
     if rows < 2 * folds:
-        raise ValueError(f"{rows} rows is too few for {folds}-fold cross-validation")
+        raise CatalogError(f"{rows} rows is too few for {folds}-fold cross-validation")
     return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(rows)))
 
 
@@ -79,7 +73,7 @@ def cross_validate(frame: pd.DataFrame, preset: str = "cpu", overrides: Mapping[
     """Fit `preset` on k-1 folds and predict the k-th, for every fold; `on_fold(i, k, smape, seconds)` reports progress."""
     overrides = dict(overrides or {})
     if PRICE_COLUMN not in frame.columns:
-        raise ValueError("cross-validation needs a labelled catalog (a price column)")
+        raise CatalogError("cross-validation needs a labelled catalog (a price column)")
     actual = frame[PRICE_COLUMN].to_numpy(dtype=float)
     predictions = np.zeros(len(frame))
     fold_of_row = np.zeros(len(frame), dtype=int)

@@ -15,6 +15,8 @@ import numpy as np
 
 from trainloop.about import NN_INSTALL
 
+from .errors import MissingExtraError
+
 log = logging.getLogger(__name__)
 
 _CACHE: dict[tuple[str, int, bytes], np.ndarray] = {}  # (encoder location, max_length, text digest) -> vector
@@ -32,7 +34,7 @@ class SentenceEmbedder:
             import torch  # noqa: F401
             from transformers import AutoModel
         except ImportError as exc:
-            raise RuntimeError(f"embedding features need the nn extra ({exc.name} is not installed): "
+            raise MissingExtraError(f"embedding features need the nn extra ({exc.name} is not installed): "
                                + NN_INSTALL) from None
         from .encoders import load_weights, open_encoder
 

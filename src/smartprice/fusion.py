@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .encoders import load_weights, open_encoder
+from .errors import SettingsError
 from .features import FeatureEncoder, parse_listings
 from .losses import price_loss
 from .metrics import smape
@@ -29,13 +30,13 @@ WEIGHTS = "fusion.safetensors"
 
 
 def head_layers(in_width: int, widths: Sequence[int], norm: str, activation: str, dropouts: Sequence[float]) -> nn.Sequential:
-    """in -> [Linear, Norm, Act, Dropout] per width -> Linear(., 1): the seeds' heads."""
+    """in -> [Linear, Norm, Act, Dropout] per width -> Linear(., 1): the four presets' heads."""
     if len(dropouts) != len(widths):
-        raise ValueError(f"head has {len(widths)} hidden layers but {len(dropouts)} dropouts")
+        raise SettingsError(f"head has {len(widths)} hidden layers but {len(dropouts)} dropouts")
     norms = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
     acts = {"relu": nn.ReLU, "gelu": nn.GELU}
     if norm not in norms or activation not in acts:
-        raise ValueError(f"norm must be one of {sorted(norms)} and activation one of {sorted(acts)}")
+        raise SettingsError(f"norm must be one of {sorted(norms)} and activation one of {sorted(acts)}")
     layers: list[nn.Module] = []
     for width, rate in zip(widths, dropouts):
         layers += [nn.Linear(in_width, width), norms[norm](width), acts[activation](), nn.Dropout(rate)]
@@ -116,7 +117,7 @@ def load_encoder(source: str | Path | Any, attention: str) -> nn.Module:
     from transformers import AutoModel
 
     if attention not in ATTENTION:
-        raise ValueError(f"attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
+        raise SettingsError(f"attention must be one of {', '.join(ATTENTION)}, not {attention!r}")
 
     def build(implementation: str) -> nn.Module:
         if isinstance(source, (str, Path)):
@@ -252,6 +253,16 @@ class FusionRegressor:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted log1p(price) for listing texts."""
         return self._predict_ids(self.net_, self._tokenise(texts), self._features(texts))
+
+    def explainer(self) -> None:
+        """None: a transformer keeps no training listings and its output has no per-feature split."""
+        return None
+
+    def expect_rows(self, rows: int) -> None:
+        """Nothing to prepare: batches are formed as the rows come."""
+
+    def validation(self) -> None:
+        return None
 
     # --- persistence ------------------------------------------------------------------------------
     def save(self, directory: Path) -> dict[str, Any]:

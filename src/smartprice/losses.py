@@ -24,7 +24,7 @@ def smape_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def focal_smape_loss(pred: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
-    """mean(smape_i * smape_i**gamma) * 100: large errors weigh more (DESIGN.md section 2)."""
+    """mean(smape_i * smape_i**gamma) * 100: large errors weigh more (focal SMAPE of the optimized preset)."""
     terms = smape_terms(pred, target)
     return (terms * terms.pow(gamma)).mean() * 100
 

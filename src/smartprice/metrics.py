@@ -8,14 +8,17 @@ import numpy as np
 PRICE_BANDS = (5.0, 10.0, 20.0, 50.0, 100.0, float("inf"))
 
 
-def smape(predicted: np.ndarray, actual: np.ndarray) -> float:
-    """SMAPE in percent: 100 * mean(2|p - a| / (|a| + |p|)); 0 where both are 0."""
+def row_smape(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Per-row SMAPE terms in percent, 200 |p - a| / (|a| + |p|) (0 where both are 0); their mean is the SMAPE."""
     predicted = np.asarray(predicted, dtype=float)
     actual = np.asarray(actual, dtype=float)
     denominator = np.abs(actual) + np.abs(predicted)
-    ratio = np.divide(2 * np.abs(predicted - actual), denominator,
-                      out=np.zeros_like(denominator), where=denominator > 0)
-    return float(100 * ratio.mean())
+    return 200 * np.divide(np.abs(predicted - actual), denominator, out=np.zeros_like(denominator), where=denominator > 0)
+
+
+def smape(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """SMAPE in percent: 100 * mean(2|p - a| / (|a| + |p|)), pooled over all rows."""
+    return float(row_smape(predicted, actual).mean())
 
 
 def smape_report(predicted: np.ndarray, actual: np.ndarray) -> dict:

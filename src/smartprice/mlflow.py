@@ -24,6 +24,7 @@ import pandas as pd
 from trainloop.about import __version__
 
 from .catalog import ID_COLUMN, TEXT_COLUMN
+from .errors import MissingExtraError
 from .predictor import PricePredictor
 
 LOADER_MODULE = "smartprice.mlflow"  # MLflow imports this module and calls its _load_pyfunc(data_path)
@@ -38,7 +39,7 @@ def _mlflow() -> Any:
         import mlflow
         import mlflow.pyfunc  # noqa: F401
     except ImportError:
-        raise RuntimeError(f"MLflow support needs the mlflow extra: {INSTALL}") from None
+        raise MissingExtraError(f"MLflow support needs the mlflow extra: {INSTALL}") from None
     return mlflow
 
 
@@ -54,7 +55,9 @@ def signature() -> Any:
 
 def pip_requirements(model: PricePredictor) -> list[str]:
     """This smartprice version, with the nn extra when the model is a transformer or a blend."""
-    extra = "" if model.config_.kind == "cpu" and "emb" not in getattr(model.config_, "knn_views", ()) else "[nn]"
+    from .kinds import needs_nn
+
+    extra = "[nn]" if needs_nn(model.config_) else ""
     return [f"smartprice{extra}=={__version__}"]
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainloop.about import NN_INSTALL
-
-from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, CatalogError
+from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN
+from .errors import CatalogError
+from .kinds import model_class
 from .metrics import smape_report
 from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
 from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
@@ -57,30 +57,11 @@ class PricePredictor:
         self.config_ = config
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
         started = time.perf_counter()
-        self.model_ = self._model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
+        self.model_ = model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
         self.fit_info_ = {"training_rows": int(len(frame)), "fit_seconds": round(time.perf_counter() - started, 2)}
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
         return self
-
-    @staticmethod
-    def _model_class(config: Any) -> type:
-        if config.kind == "cpu":
-            from .cpu.stack import CpuStack
-
-            return CpuStack
-        if config.kind in ("fusion", "blend"):
-            try:
-                import torch  # noqa: F401
-                import transformers  # noqa: F401
-            except ImportError as exc:
-                raise RuntimeError(f"this preset needs the nn extra ({exc.name} is not installed): "
-                                   + NN_INSTALL) from None
-            from .blend import Blend
-            from .fusion import FusionRegressor
-
-            return FusionRegressor if config.kind == "fusion" else Blend
-        raise ValueError(f"unknown model kind {config.kind!r}")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "model_"):
@@ -96,9 +77,7 @@ class PricePredictor:
     def expect_rows(self, rows: int) -> None:
         """A hint before a large predict: the model may start worker processes while the caller reads its input."""
         self._check_fitted()
-        prepare = getattr(self.model_, "expect_rows", None)
-        if prepare is not None:
-            prepare(rows)
+        self.model_.expect_rows(rows)
 
     def _prices(self, log_price: np.ndarray) -> np.ndarray:
         """The model's log1p(price) -> prices clipped to the training range (never NaN)."""
@@ -151,5 +130,5 @@ class PricePredictor:
         predictor.price_range_ = tuple(saved["price_range"])
         predictor.fit_info_ = saved.get("fit_info", {})  # absent in models saved before it was recorded
         predictor.format_version_ = saved["format_version"]
-        predictor.model_ = cls._model_class(config).load(config, directory, saved["model_state"])
+        predictor.model_ = model_class(config).load(config, directory, saved["model_state"])
         return predictor

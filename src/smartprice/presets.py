@@ -15,6 +15,8 @@ from typing import Any
 from trainloop.overrides import apply_overrides
 from trainloop.overrides import convert_value as _convert  # noqa: F401
 
+from .errors import ModelDirError, SettingsError
+
 
 @dataclass(frozen=True)
 class CpuPreset:
@@ -58,7 +60,7 @@ class CpuPreset:
 class FusionPreset:
     """Transformer fusion: pooled encoder output + scaled engineered features -> MLP head.
 
-    Model fields come from the seeds' table (DESIGN.md section 2); loop fields go to trainloop.
+    Model fields follow the four fusion presets' published table (the PRESETS entries below); loop fields go to trainloop.
     """
 
     kind: str = "fusion"                  # which model family fits this preset
@@ -74,9 +76,9 @@ class FusionPreset:
     focal_gamma: float = 2.0              # focal SMAPE exponent: 2 down-weights rows already priced well
     huber_delta: float = 1.0              # huber threshold on log1p(price)
     epochs: int = 10                      # passes over the training rows; the best epoch by validation SMAPE is kept
-    batch_size: int = 16                  # listings per micro-batch (the seeds' table); x grad_accum = effective batch
+    batch_size: int = 16                  # listings per micro-batch (published value); x grad_accum = effective batch
     grad_accum: int = 8                   # effective batch 128
-    lr: float = 3e-4                      # peak AdamW learning rate after warmup (the seeds' table), cosine decay after
+    lr: float = 3e-4                      # peak AdamW learning rate after warmup (published value), cosine decay after
     warmup: float = 1.0                   # warmup length in epochs (converted to optimizer steps)
     weight_decay: float = 0.01            # AdamW decoupled decay on matrices; biases and norms are not decayed
     eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
@@ -116,7 +118,7 @@ PRESETS: dict[str, Any] = {
     # The CPU stack plus frozen all-MiniLM-L6-v2 embeddings of each listing (a ridge and neighbours on them):
     # needs the nn extra; embedding ~7k listings takes minutes on 2 cores (bench/pricing.py --cv).
     "accurate": CpuPreset(knn_views=("name", "word", "emb")),
-    # The seeds' four presets (DESIGN.md section 2), head input = 768 + features.
+    # The four published fusion presets (encoder, length, features, head, batch, epochs, lr), head input = 768 + features.
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
                           dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), epochs=20, batch_size=8, grad_accum=4, lr=1e-4,
@@ -142,7 +144,7 @@ PRESET_SUMMARIES: dict[str, tuple[str, str]] = {
     "cpu-fast": ("the CPU stack with fewer folds and trees", "less than cpu"),
     "accurate": ("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
                  "minutes: embedding every listing on the CPU (bench/pricing.py)"),
-    "ultra": ("the seeds' largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
+    "ultra": ("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
     "fast": ("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy"),
     "blazing": ("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),
     "optimized": ("seed fusion model on DeBERTa-v3-small with focal SMAPE", "GPU; a small encoder, many epochs"),
@@ -160,7 +162,7 @@ def resolve_preset(name: str, overrides: Mapping[str, Any] | None = None) -> Any
     `PREFIX.FIELD` (`fusion.epochs`, `cpu.trees`): checked against that preset, kept in `inner`.
     """
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        raise SettingsError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     overrides = dict(overrides or {})
     dotted = {key: overrides.pop(key) for key in list(overrides) if "." in key}
     preset = apply_overrides(PRESETS[name], overrides, f"preset {name!r}")
@@ -178,13 +180,13 @@ def _with_inner(preset: Any, name: str, dotted: Mapping[str, Any]) -> Any:
         by_prefix.setdefault(prefix, {})[field] = value
     unknown = sorted(key for key in dotted if key.partition(".")[0] not in prefixes)
     if unknown:
-        raise ValueError(f"unknown preset field(s) {', '.join(unknown)} for preset {name!r}; "
+        raise SettingsError(f"unknown preset field(s) {', '.join(unknown)} for preset {name!r}; "
                          f"its inner presets take {', '.join(f'{p}.FIELD' for p in prefixes)}")
     pairs = dict(preset.inner)
     for prefix, fields in by_prefix.items():
         target = getattr(preset, f"{prefix}_preset")
         if target not in PRESETS:
-            raise ValueError(f"unknown {prefix}_preset {target!r}; choose one of {', '.join(sorted(PRESETS))}")
+            raise SettingsError(f"unknown {prefix}_preset {target!r}; choose one of {', '.join(sorted(PRESETS))}")
         label = f"preset {target!r} (--set {prefix}.FIELD=VALUE of preset {name!r})"
         resolved = apply_overrides(PRESETS[target], {**inner_overrides(preset, prefix), **fields}, label)
         pairs.update({f"{prefix}.{field}": getattr(resolved, field) for field in fields})
@@ -207,7 +209,7 @@ def preset_from_dict(data: Mapping[str, Any]) -> Any:
     kinds = {p.kind: type(p) for p in PRESETS.values()}
     cls = kinds.get(data.get("kind", ""))
     if cls is None:
-        raise ValueError(f"unknown model kind {data.get('kind')!r} (known: {', '.join(sorted(kinds))})")
+        raise ModelDirError(f"unknown model kind {data.get('kind')!r} (known: {', '.join(sorted(kinds))})")
     if data.get("fusion_sets"):  # written before `inner` existed: "epochs=2;max_length=96"
         pairs = (pair.split("=", 1) for pair in data["fusion_sets"].split(";") if "=" in pair)
         data = {**data, "inner": [[f"fusion.{k.strip()}", v.strip()] for k, v in pairs]}

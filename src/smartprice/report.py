@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, split_catalog_content
+from .errors import MissingExtraError
 from .explain import cpu_part, nearest_listings
 from .features import parse_listings
-from .metrics import smape, smape_report
+from .metrics import row_smape, smape, smape_report
 from .predictor import PricePredictor
 from .units import DIMENSIONS
 
@@ -46,7 +47,7 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise RuntimeError("the report needs matplotlib, which is not installed: pip install 'smartprice[report]'") from None
+        raise MissingExtraError("the report needs matplotlib, which is not installed: pip install 'smartprice[report]'") from None
 
 
 # --- the figures as data ----------------------------------------------------------------------
@@ -70,14 +71,14 @@ def report_data(model: PricePredictor, frame: pd.DataFrame, *, source: str = "")
     _, raw = parse_listings(texts)
     dimensions = np.array([DIMENSIONS[int(code)] for code in raw["unit_type"]])
     packs = np.array([pack_bucket(count) for count in raw["pack_size"]])
-    row_smape = 200 * np.abs(predicted - actual) / (np.abs(actual) + np.abs(predicted))
+    per_row = row_smape(predicted, actual)
     log_error = np.log(predicted) - np.log(actual)  # > 0: predicted too high
     counts, edges = np.histogram(log_error, bins=ERROR_BINS)
     sample = np.arange(len(actual))
     if len(sample) > SCATTER_POINTS:
         sample = np.sort(np.random.default_rng(0).choice(len(actual), SCATTER_POINTS, replace=False))
 
-    worst = np.argsort(-row_smape, kind="stable")[:WORST]
+    worst = np.argsort(-per_row, kind="stable")[:WORST]
     cpu, notes = cpu_part(model.model_)
     neighbours = nearest_listings(cpu, [texts[i] for i in worst], NEIGHBOURS) if cpu is not None else None
     if cpu is not None and neighbours is None:
@@ -102,7 +103,7 @@ def report_data(model: PricePredictor, frame: pd.DataFrame, *, source: str = "")
                       "median": float(np.median(log_error)), "p10": float(np.percentile(log_error, 10)),
                       "p90": float(np.percentile(log_error, 90))},
         "worst": [{"sample_id": ids[i], "name": _item_name(texts[i]), "actual": float(actual[i]),
-                   "predicted": float(predicted[i]), "smape": float(row_smape[i]),
+                   "predicted": float(predicted[i]), "smape": float(per_row[i]),
                    "neighbours": neighbours[n] if neighbours is not None else None} for n, i in enumerate(worst)],
         "importance": {"features": dict(list(importance.items())[:TOP_FEATURES]), "note": importance_note},
         "notes": notes,

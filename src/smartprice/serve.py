@@ -19,19 +19,22 @@ smartprice/cpu/parallel.py); a server scales with `--workers` processes.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import contextvars
 import copy
 import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -42,6 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .catalog import TEXT_COLUMN
+from .errors import SettingsError, UserError
 from .modelio import CONFIG_NAME, ModelDirError, read_config
 from .predictor import PricePredictor
 
@@ -124,10 +128,7 @@ class Coalescer:
         """Prices for `texts`, computed in the thread pool (alone or merged with other requests)."""
         if len(texts) >= self.max_rows:
             return await run_in_threadpool(self.predict, texts)
-        loop = asyncio.get_running_loop()
-        if self._runner is not None and self._runner.get_loop() is not loop:
-            self._waiting.clear()  # an earlier event loop (a test client's) has gone: start afresh
-            self._runner = None
+        loop = asyncio.get_running_loop()  # the app's own: a Coalescer is made in the lifespan
         future = loop.create_future()
         self._waiting.append((texts, future))
         if self._runner is None or self._runner.done():
@@ -191,14 +192,11 @@ def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
 def _model_info(model_dir: Path, saved: dict[str, Any], predictor: PricePredictor) -> dict[str, Any]:
     """GET /model's body from config.json; fields the directory does not record are None."""
     fit_info = saved.get("fit_info") or {}
-    state = saved.get("model_state") or {}
     rows = fit_info.get("training_rows")
-    if rows is None and "knn_shape" in state:  # cpu models saved before fit_info: the neighbour table's rows
-        rows = state["knn_shape"][0]
     fit_date = fit_info.get("fit_date")
     if fit_date is None:  # config.json is written last by save(), right after fitting
         fit_date = datetime.fromtimestamp((model_dir / CONFIG_NAME).stat().st_mtime, tz=timezone.utc).isoformat()
-    validation = fit_info.get("validation") or state.get("valid_scores")
+    validation = fit_info.get("validation") or predictor.model_.validation()
     return {"preset": str(saved["preset"]), "kind": predictor.config_.kind, "format_version": int(saved["format_version"]),
             "smartprice_version": saved.get("smartprice_version"), "training_rows": rows, "fit_date": fit_date,
             "validation": validation,
@@ -262,50 +260,57 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """FastAPI's own errors, with the cause spelled out where it hides one (a body nested too deeply)."""
     detail = exc.detail
+    if isinstance(exc.__cause__, BodyTooLarge):  # FastAPI wraps what the body guard raised while it read the body
+        return JSONResponse({"detail": exc.__cause__.message}, status_code=exc.__cause__.status)
     if exc.status_code == 400 and exc.__cause__ is not None:
         detail = f"cannot parse the body as JSON ({exc.__cause__})"
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
 
+async def _user_error(request: Request, exc: UserError) -> JSONResponse:
+    """A mistake the request made that only the model found: 422 with its one-line message."""
+    return JSONResponse({"detail": str(exc)}, status_code=422)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
-    return JSONResponse({"detail": "internal error; the server logged it"}, status_code=503)  # never a 500
+    """A defect of ours: 500 with a JSON message, the traceback in the log (bad input never gets here)."""
+    log.error("%s %s failed: a bug in smartprice", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}): a bug in smartprice; the server logged "
+                                   "its traceback"}, status_code=500)
 
 
-# --- ASGI middleware: the request log and the body guard ------------------------------------------
+# --- ASGI middleware: the body guard, and what the access log adds ------------------------------
 
-class RequestLog:
-    """One log line per request: method, path, status, items priced, latency."""
+REQUEST_NOTE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("smartprice_request", default=None)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # if the app fails before it responds
+class AccessNote(logging.Filter):
+    """Adds the request's latency and items priced to uvicorn's own access line (`... 200 12.3 ms items=1`)."""
 
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    def filter(self, record: logging.LogRecord) -> bool:
+        note = REQUEST_NOTE.get()
+        if note is not None:
+            items = note.get("items")
+            record.msg = f"{record.msg} %.1f ms" + (" items=%d" if items is not None else "")
+            record.args = (*record.args, (time.perf_counter() - note["started"]) * 1000,
+                           *(() if items is None else (items,)))
+        return True
 
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            items = scope.get("state", {}).get("items")
-            log.info("%s %s %d %.1f ms%s", scope["method"], scope["path"], status, (time.perf_counter() - started) * 1000,
-                     f" items={items}" if items is not None else "")
+
+class BodyTooLarge(Exception):
+    """Raised inside `receive` when a body passes the limit or is not UTF-8; BodyGuard answers it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 class BodyGuard:
     """Refuse bodies that are too large, not JSON or not UTF-8 before anything parses them.
 
-    The size is checked on Content-Length, then counted while the body streams in (a chunked
-    or lying client is stopped at the limit); the accepted body is then handed to the app.
+    The size is checked on Content-Length, then counted as the app reads the body (a chunked or
+    lying client is stopped at the limit), each piece decoded incrementally as UTF-8; nothing is
+    copied or replayed. Also notes when the request started, for the access log's latency.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
@@ -313,7 +318,13 @@ class BodyGuard:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        note: dict[str, Any] = {"started": time.perf_counter()}
+        scope.setdefault("state", {})["note"] = note
+        REQUEST_NOTE.set(note)
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -327,32 +338,34 @@ class BodyGuard:
                 (413, f"body of {int(declared):,} bytes is over the limit of {self.max_bytes:,} bytes")
             await _refuse(scope, receive, send, status, why)
             return
-        body = bytearray()
-        while True:
+        seen, decoder, started = 0, codecs.getincrementaldecoder("utf-8")(), False
+
+        async def counted() -> Message:
+            nonlocal seen
             message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client has gone: nobody to answer
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await _refuse(scope, receive, send, 413, f"body is over the limit of {self.max_bytes:,} bytes")
-                return
-            if not message.get("more_body", False):
-                break
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                seen += len(chunk)
+                if seen > self.max_bytes:
+                    raise BodyTooLarge(413, f"body is over the limit of {self.max_bytes:,} bytes")
+                try:
+                    decoder.decode(chunk, final=not message.get("more_body", False))
+                except UnicodeDecodeError as exc:
+                    raise BodyTooLarge(400, f"body is not valid UTF-8 (byte {seen - len(chunk) + exc.start}); "
+                                            "send JSON encoded as UTF-8") from None
+            return message
+
+        async def noted(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            await _refuse(scope, receive, send, 400, f"body is not valid UTF-8 (byte {exc.start}); send JSON encoded as UTF-8")
-            return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()  # after the body: wait for the client to disconnect, as the server would
-            delivered = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
-
-        await self.app(scope, replay, send)
+            await self.app(scope, counted, noted)
+        except BodyTooLarge as refused:
+            if started:
+                raise
+            await _refuse(scope, receive, send, refused.status, refused.message)
 
 
 def _content_type_problem(value: str | None) -> str | None:
@@ -377,45 +390,48 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, messa
 # --- the app --------------------------------------------------------------------------------------
 
 def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -> FastAPI:
-    """The pricing API for one model directory, loaded now (a bad directory raises ModelDirError here).
+    """The pricing API for one model directory, checked now (a bad directory raises ModelDirError here).
 
-    `max_batch_rows` caps how many rows concurrent small requests are merged into (1: never merge).
-    Mount the result in any ASGI server; it needs no lifespan events.
+    The lifespan loads the model and the request merger; `max_batch_rows` caps how many rows
+    concurrent small requests are merged into (1: never merge). Mount it in any ASGI server.
     """
-    predictor, info = load_model(model_dir)
+    saved = read_config(model_dir)  # missing, truncated, damaged or foreign directories: one line, before serving
 
-    def predict_texts(texts: list[str]) -> np.ndarray:
-        prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: texts}))
-        if not (len(prices) == len(texts) and np.isfinite(prices).all() and (prices > 0).all()):
-            raise RuntimeError(f"the model returned {len(prices)} prices for {len(texts)} listings, or one not finite > 0")
-        return prices
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        predictor, info = await run_in_threadpool(load_model, model_dir)
 
-    coalesce = Coalescer(predict_texts, max_rows=max_batch_rows)
+        def predict_texts(texts: list[str]) -> np.ndarray:
+            prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: texts}))
+            if not (len(prices) == len(texts) and np.isfinite(prices).all() and (prices > 0).all()):
+                raise RuntimeError(f"the model returned {len(prices)} prices for {len(texts)} listings, or one not finite > 0")
+            return prices
+
+        app.state.predictor, app.state.info = predictor, info
+        app.state.coalesce = Coalescer(predict_texts, max_rows=max_batch_rows)
+        yield
+
     # /docs and /redoc from Swagger UI / ReDoc files shipped by fastapi-offline: the pages open with no network.
     app = FastAPIOffline(title="smartprice", summary="Price product listings from their catalog text.",
-                         version=str(info.get("smartprice_version") or "unknown"),
+                         version=str(saved.get("smartprice_version") or "unknown"), lifespan=lifespan,
                          swagger_ui_parameters={"validatorUrl": None})  # no badge fetched from validator.swagger.io
-    app.state.predictor, app.state.info = predictor, info
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(Exception, _unexpected_error)
     app.add_middleware(BodyGuard)
-    app.add_middleware(RequestLog)  # added last = outermost: refused requests are logged too
 
     errors = {status: {"description": why, "content": {"application/json": {"example": {"detail": "what is wrong"}}}}
               for status, why in ((400, "malformed JSON, bad Content-Length or non-UTF-8 body"),
                                   (413, f"body over {MAX_BODY_BYTES:,} bytes"), (415, "not application/json"),
-                                  (422, "missing or non-string field, 0 or too many items, a field too long"))}
+                                  (422, "missing or non-string field, 0 or too many items, a field too long"),
+                                  (500, "a defect of smartprice (its traceback is in the server log)"))}
 
     @app.post("/predict", response_model=PredictResponse, responses=errors)
     async def predict(body: PredictRequest, request: Request) -> PredictResponse:
         """Prices for 1 to 10,000 listings, in the order given."""
-        request.state.items = len(body.items)
-        try:
-            prices = await coalesce([item.catalog_content for item in body.items])
-        except Exception:
-            log.exception("prediction failed for a request of %d listings", len(body.items))
-            raise HTTPException(503, "internal error while predicting; the server logged it") from None
+        request.scope["state"]["note"]["items"] = len(body.items)
+        prices = await request.app.state.coalesce([item.catalog_content for item in body.items])  # a failure: 500
         return PredictResponse(predictions=[Prediction(sample_id=item.sample_id, price=float(price))
                                             for item, price in zip(body.items, prices)])
 
@@ -425,9 +441,9 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
         return {"status": "ok"}
 
     @app.get("/model", response_model=ModelInfo)
-    async def model() -> dict[str, Any]:
+    async def model(request: Request) -> dict[str, Any]:
         """The served model: preset, format version, training rows, fit date, validation figures."""
-        return info
+        return request.app.state.info
 
     return app
 
@@ -449,8 +465,10 @@ def uvicorn_log_config(level: int) -> dict[str, Any]:
     config["handlers"]["smartprice"] = {"class": "logging.StreamHandler", "formatter": "smartprice",
                                         "stream": "ext://sys.stderr"}
     config["loggers"]["smartprice"] = {"handlers": ["smartprice"], "level": logging.getLevelName(level), "propagate": False}
-    for name in ("uvicorn", "uvicorn.error"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         config["loggers"].setdefault(name, {})["level"] = logging.getLevelName(max(level, logging.INFO))
+    config["filters"] = {"access_note": {"()": f"{__name__}.AccessNote"}}  # latency and items on uvicorn's own line
+    config["handlers"]["access"]["filters"] = ["access_note"]
     return config
 
 
@@ -460,34 +478,13 @@ def run(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000, worker
     import uvicorn
 
     if workers < 1:
-        raise ValueError(f"--workers {workers}: need at least 1")
+        raise SettingsError(f"--workers {workers}: need at least 1")
     if not 0 <= port <= 65535:
-        raise ValueError(f"--port {port}: must be 0..65535")
-    options = {"host": host, "port": port, "log_config": uvicorn_log_config(log_level), "access_log": False}
+        raise SettingsError(f"--port {port}: must be 0..65535")
+    options = {"host": host, "port": port, "log_config": uvicorn_log_config(log_level)}
     if workers == 1:
-        uvicorn.run(create_app(model_dir), **options)  # loads and checks the model before a socket opens
+        uvicorn.run(create_app(model_dir), **options)  # checks the directory before a socket opens
         return
-    check_in_child(model_dir)  # each worker loads its own copy; the supervisor stays small
+    read_config(model_dir)  # each worker loads its own copy in its lifespan; the supervisor only checks the directory
     os.environ[MODEL_ENV] = str(Path(model_dir).resolve())
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
-
-
-def check_in_child(model_dir: str | Path) -> None:
-    """Load the model in a spawned process and raise its ModelDirError here (keeps ~300 MB out of this one)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    read_config(model_dir)  # a missing or truncated directory is found without starting a process
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        problem = pool.submit(_load_problem, str(model_dir)).result()
-    if problem:
-        raise ModelDirError(problem)
-
-
-def _load_problem(model_dir: str) -> str | None:
-    """Why `load_model` fails for a directory, or None (runs in check_in_child's process)."""
-    try:
-        load_model(model_dir)
-    except ModelDirError as exc:
-        return str(exc)
-    return None

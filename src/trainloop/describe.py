@@ -1,6 +1,6 @@
 """Describe presets for `smartprice presets` and `mu presets`, from the preset table's own source.
 
-The table stays the single source (DESIGN.md section 5): values are read from the preset objects,
+The table stays the single source: values are read from the preset objects,
 and the reason for each value is the trailing comment on its line, read with `tokenize` from the
 module that defines the table:
 
@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+
+from .errors import SettingError
 
 NEEDS_BASE = "base install"
 NEEDS_NN = "nn extra"
@@ -195,7 +197,7 @@ def render_preset(module: ModuleType, name: str, needs: Callable[[Any], str], co
     """The text of `<command> presets NAME`: header lines, then field / value / reason."""
     presets: Mapping[str, Any] = module.PRESETS
     if name not in presets:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+        raise SettingError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
     preset = presets[name]
     label, kind, purpose, needed, cost = summary_rows(module, needs)[list(presets).index(name)]
     lines = [f"{name}: {purpose}"]

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .errors import SettingError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint"
@@ -134,10 +136,10 @@ def _tracker(log_with: str) -> str | None:
 
     available = {"mlflow": is_mlflow_available, "tensorboard": is_tensorboard_available}
     if name not in available:
-        raise ValueError(f"log_with={log_with!r}: choose mlflow, tensorboard or none")
+        raise SettingError(f"log_with={log_with!r}: choose mlflow, tensorboard or none")
     if not available[name]():
         hint = "pip install 'smartprice[mlflow]'" if name == "mlflow" else "pip install tensorboard"
-        raise RuntimeError(f"log_with={name} needs {name}, which is not installed: {hint}")
+        raise SettingError(f"log_with={name} needs {name}, which is not installed: {hint}")
     return name
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
+from .errors import SettingError
+
 __all__ = ["apply_overrides", "convert_value", "parse_sets"]
 
 
@@ -20,7 +22,7 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set {pair!r}: expected key=value")
+            raise SettingError(f"--set {pair!r}: expected key=value")
         overrides[key.strip()] = value.strip()
     return overrides
 
@@ -33,7 +35,7 @@ def convert_value(value: Any, target: Any, key: str) -> Any:
         if target is bool:
             lowered = value.strip().lower()
             if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
+                raise SettingError(value)
             return lowered in ("true", "1", "yes")
         if target is int:
             return int(value)
@@ -42,13 +44,13 @@ def convert_value(value: Any, target: Any, key: str) -> Any:
         if target is tuple:  # "384,192" -> (384, 192); numbers keep their type, words stay strings
             return tuple(_number_or_word(x.strip()) for x in value.split(",") if x.strip())
     except ValueError:
-        raise ValueError(f"--set {key}={value}: expected a {target.__name__}") from None
+        raise SettingError(f"--set {key}={value}: expected a {target.__name__}") from None
     return value
 
 
 def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str,
                     fixed: Collection[str] = ("kind",)) -> Any:
-    """`dataclasses.replace` with type conversion of strings; unknown keys raise ValueError.
+    """`dataclasses.replace` with type conversion of strings; unknown keys raise SettingError.
 
     `fixed` names fields that select a preset's family (smartprice's `kind`): changing one would
     mix one family's values with another's code, so it is refused with a pointer to the presets.
@@ -57,10 +59,10 @@ def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str
     fields = {f.name for f in dataclasses.fields(preset)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise ValueError(f"unknown preset field(s) {', '.join(unknown)} for {label}; valid fields: {', '.join(sorted(fields))}")
+        raise SettingError(f"unknown preset field(s) {', '.join(unknown)} for {label}; valid fields: {', '.join(sorted(fields))}")
     for name in fixed:
         if name in overrides:
-            raise ValueError(f"'{name}' is fixed by the preset; choose another preset instead")
+            raise SettingError(f"'{name}' is fixed by the preset; choose another preset instead")
     converted = {k: convert_value(v, type(getattr(preset, k)), k) for k, v in overrides.items()}
     return dataclasses.replace(preset, **converted)
 

@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..catalog import CatalogFields, split_catalog_content
+from ..errors import SettingsError
 from ..features import EXTRA_FEATURES, FEATURES_25, listing_row
 from ..presets import CpuPreset
 from .neighbours import STATS, NeighbourIndex, NeighbourStats, SearchSpec
@@ -42,7 +43,7 @@ def check_knn_views(views: Sequence[str]) -> tuple[str, ...]:
     views = tuple(views)
     unknown = sorted(set(views) - set(KNN_VIEWS))
     if unknown or not views or len(set(views)) != len(views):
-        raise ValueError(f"knn_views must be distinct names among {', '.join(KNN_VIEWS)}; got {', '.join(views) or 'none'}")
+        raise SettingsError(f"knn_views must be distinct names among {', '.join(KNN_VIEWS)}; got {', '.join(views) or 'none'}")
     return views
 
 

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import SettingsError
+
 log = logging.getLogger(__name__)
 
 STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
@@ -67,7 +69,7 @@ class NeighbourIndex:
         self.method_ = self.spec.method if self.spec.method != "auto" else (
             "exact" if rows <= self.spec.exact_max_rows else "pruned")
         if self.method_ not in ("exact", "pruned"):
-            raise ValueError(f"neighbour_search must be exact, pruned or auto; got {self.spec.method!r}")
+            raise SettingsError(f"neighbour_search must be exact, pruned or auto; got {self.spec.method!r}")
         if sp.issparse(matrix):
             matrix = sp.csr_matrix(matrix)
             df = np.bincount(matrix.indices, minlength=matrix.shape[1])

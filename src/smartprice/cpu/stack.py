@@ -113,7 +113,14 @@ class CpuStack:
 
         start_pool(self, rows)
 
+    def validation(self) -> None:
+        return None
+
     # --- explanations -----------------------------------------------------------------------
+    def explainer(self) -> CpuStack:
+        """Itself: neighbours, contributions and importance all come from this model."""
+        return self
+
     def training_listings(self) -> tuple[list[str], np.ndarray] | None:
         """Item names and prices of the training rows (read from the directory on first use)."""
         if not hasattr(self, "train_names_"):

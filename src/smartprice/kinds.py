@@ -1,0 +1,128 @@
+"""Model kinds: what each is, the class that implements it, and what it offers. The contract every kind keeps.
+
+    cpu     CpuPreset     smartprice.cpu.stack.CpuStack     base install   explains itself
+    fusion  FusionPreset  smartprice.fusion.FusionRegressor nn extra       price and parsed fields only
+    blend   BlendPreset   smartprice.blend.Blend            nn extra       explained by its CPU part
+
+Everything above this module (predictor, blend, cli, explain, report, serve, cv) asks the registry
+instead of probing attributes. Model classes are imported on first use, so the base install never
+imports torch; a kind that needs the nn extra says so, with the pip command, in one place (`model_class`).
+Adding a kind: a preset class in presets.py, a class that keeps `PriceModel`, one `Kind` line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from trainloop.about import NN_INSTALL, NN_MODULES
+
+from .errors import MissingExtraError, ModelDirError
+from .presets import BlendPreset, CpuPreset, FusionPreset
+
+
+@runtime_checkable
+class Explainer(Protocol):
+    """A model that shows its work: the CPU stack (itself, or the CPU part of a blend)."""
+
+    def training_listings(self) -> tuple[list[str], np.ndarray] | None:
+        """Item names and prices of the training rows (None where the directory did not keep them)."""
+
+    def neighbours(self, texts: Sequence[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n, k), cosine (n, k)) of the nearest training listings; -1 where fewer match."""
+
+    def contributions(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """log1p(price) (n,), per-feature contributions (n, features + 1, bias last) and their names."""
+
+    def feature_importance(self) -> dict[str, float]:
+        """Total gain per feature, largest first."""
+
+
+class PriceModel(Protocol):
+    """What `PricePredictor` needs of every kind's model class (all on log1p(price))."""
+
+    preset: Any
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> PriceModel:
+        """Fit on listing texts and log1p(price); neural kinds checkpoint into work_dir."""
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """log1p(price) of every text, in order."""
+
+    def save(self, directory: Path) -> dict[str, Any]:
+        """Write artefacts into `directory`; return the JSON-ready state for config.json."""
+
+    @classmethod
+    def load(cls, preset: Any, directory: Path, state: dict[str, Any]) -> PriceModel:
+        """Read what `save` wrote; a damaged or foreign directory is a ModelDirError."""
+
+    def explainer(self) -> Explainer | None:
+        """The part that explains this model's prices (neighbours, contributions), or None."""
+
+    def expect_rows(self, rows: int) -> None:
+        """A hint before predicting about `rows` listings (start worker processes, ...); may do nothing."""
+
+    def validation(self) -> dict[str, Any] | None:
+        """Figures measured on held-out training rows while fitting (shown by `serve`'s /model), or None."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One model kind of the registry."""
+
+    name: str
+    preset_class: type
+    model: str                      # "module:Class", imported by model_class() on first use
+    needs_nn: bool                  # torch + transformers (the nn extra)
+    explains_prices: bool           # per-feature contributions of its own prices
+    neighbours: bool                # nearest training listings (its own, or its CPU part's)
+    summary: str                    # one line for `smartprice presets` and error messages
+
+    def model_class(self) -> type[PriceModel]:
+        """The model class, imported now; a missing nn extra is a one-line MissingExtraError."""
+        if self.needs_nn:
+            missing = [name for name in NN_MODULES if importlib.util.find_spec(name) is None]
+            if missing:
+                raise MissingExtraError(f"{self.name} models need the nn extra ({', '.join(missing)} not installed): "
+                                        + NN_INSTALL)
+        module, _, name = self.model.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+KINDS: dict[str, Kind] = {kind.name: kind for kind in (
+    Kind("cpu", CpuPreset, "smartprice.cpu.stack:CpuStack", needs_nn=False, explains_prices=True, neighbours=True,
+         summary="TF-IDF ridges and neighbour prices stacked under LightGBM (no torch)"),
+    Kind("fusion", FusionPreset, "smartprice.fusion:FusionRegressor", needs_nn=True, explains_prices=False,
+         neighbours=False, summary="a transformer encoder fused with engineered features"),
+    Kind("blend", BlendPreset, "smartprice.blend:Blend", needs_nn=True, explains_prices=False, neighbours=True,
+         summary="the CPU model and a fusion preset averaged in log space"),
+)}
+
+
+def kind_of(preset: Any) -> Kind:
+    """The registry entry of a preset (by its `kind` field)."""
+    name = getattr(preset, "kind", None)
+    if name not in KINDS:
+        raise ModelDirError(f"unknown model kind {name!r} (known: {', '.join(sorted(KINDS))})")
+    return KINDS[name]
+
+
+def needs_nn(preset: Any) -> bool:
+    """Whether a preset needs the nn extra (its kind does, or a CPU preset embeds listings with MiniLM)."""
+    return kind_of(preset).needs_nn or "emb" in getattr(preset, "knn_views", ())
+
+
+def model_class(preset: Any) -> type[PriceModel]:
+    """The model class that fits `preset`."""
+    if needs_nn(preset) and not kind_of(preset).needs_nn:  # a CPU preset with the embedding view
+        missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise MissingExtraError(f"the 'emb' neighbour view needs the nn extra ({', '.join(missing)} not installed): "
+                                    + NN_INSTALL)
+    return kind_of(preset).model_class()
