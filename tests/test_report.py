@@ -18,6 +18,7 @@ from smartprice import PricePredictor
 from smartprice.cli import main
 from smartprice.explain import NO_CONTRIBUTIONS_BLEND, NO_CPU_PART, NO_LISTINGS, explain_listings
 from smartprice.modelio import FORMAT_VERSION
+from smartprice.presets import BlendPreset, FusionPreset
 from smartprice.report import SECTIONS, WORST
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -143,15 +144,25 @@ def test_explain_on_a_model_saved_without_listings(tmp_path, fitted):
 
 
 class _Transformer:
-    """Stands in for a fusion model: it predicts, nothing more."""
+    """Stands in for a fusion model (the PriceModel contract): it predicts, and nothing explains it."""
+
+    preset = FusionPreset()
 
     def predict(self, texts):
         return np.full(len(texts), 2.0)
 
+    def explainer(self):
+        return None
+
 
 class _Blend(_Transformer):
+    preset = BlendPreset()
+
     def __init__(self, cpu):
         self.cpu_ = cpu
+
+    def explainer(self):
+        return self.cpu_
 
 
 def test_explain_says_what_does_not_apply_to_fusion_and_blend(fitted):

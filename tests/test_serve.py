@@ -156,12 +156,17 @@ def test_access_line_gets_latency_and_items():
         assert AccessNote().filter(record)
     finally:
         REQUEST_NOTE.reset(token)
-    assert re.fullmatch(r'127\.0\.0\.1:5000 - "POST /predict HTTP/1\.1" 200 \d+\.\d ms items=3', record.getMessage())
+    from uvicorn.logging import AccessFormatter
+
+    from smartprice.serve import uvicorn_log_config
+
+    line = AccessFormatter(uvicorn_log_config(logging.INFO)["formatters"]["access"]["fmt"], use_colors=False).format(record)
+    assert re.fullmatch(r'INFO: +127\.0\.0\.1:5000 - "POST /predict HTTP/1\.1" 200 OK \d+\.\d ms items=3', line), line
 
 
 def test_model_failure_is_logged_and_the_worker_lives(model_dir, caplog, monkeypatch):
     app = create_app(model_dir)
-    with TestClient(app) as test_client:
+    with TestClient(app, raise_server_exceptions=False) as test_client:  # answer the 500 as a server would
         monkeypatch.setattr(app.state.predictor, "predict", lambda frame: 1 / 0)
         with caplog.at_level("ERROR", logger="smartprice.serve"):
             response = test_client.post("/predict", json=GOOD)
@@ -331,7 +336,7 @@ def test_real_server_finishes_in_flight_requests_on_sigterm(model_dir):
         assert done["at"] > signalled  # it was in flight when the signal came, and finished
         assert process.wait(60) in (0, -signal.SIGTERM)  # uvicorn >= 0.29 re-raises the signal once shut down
         log = process.stdout.read()
-        assert re.search(r'"POST /predict HTTP/1\.1" 200 \d+\.\d ms items=6000', log) and "Traceback" not in log
+        assert re.search(r'"POST /predict HTTP/1\.1" 200 OK \d+\.\d ms items=6000', log) and "Traceback" not in log
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/health", timeout=1)
     finally:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_catalog, tiny_encoder
 
+from conftest import make_catalog, tiny_encoder
 from smartprice import PricePredictor, UserError
 from smartprice.cli import BUG_NOTE, main
 from smartprice.kinds import KINDS, Explainer, kind_of, model_class

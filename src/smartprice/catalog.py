@@ -134,6 +134,8 @@ def _raw_chunks(path: Path, chunk_rows: int) -> Iterator[pd.DataFrame]:
     except (OSError, EOFError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, ValueError) as exc:
         if compression is None or isinstance(exc, CatalogError):
             raise
+        if compression == "zip":
+            _decompress(path, compression)  # an archive of 0 or 2+ files: says so, naming the count
         raise CatalogError(f"{path}: cannot decompress ({compression}): {exc}; the file is damaged or truncated") from None
 
 

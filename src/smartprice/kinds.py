@@ -13,7 +13,6 @@ Adding a kind: a preset class in presets.py, a class that keeps `PriceModel`, on
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from trainloop.about import NN_INSTALL, NN_MODULES
+from trainloop.about import NN_INSTALL
 
 from .errors import MissingExtraError, ModelDirError
 from .presets import BlendPreset, CpuPreset, FusionPreset
@@ -72,6 +71,20 @@ class PriceModel(Protocol):
         """Figures measured on held-out training rows while fitting (shown by `serve`'s /model), or None."""
 
 
+NN_CHECK = ("torch", "transformers")  # imported (not just found) to check the nn extra: a broken install counts as missing
+
+
+def _missing(modules: Sequence[str]) -> list[str]:
+    """The modules that fail to import."""
+    missing = []
+    for name in modules:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
 @dataclass(frozen=True)
 class Kind:
     """One model kind of the registry."""
@@ -87,7 +100,7 @@ class Kind:
     def model_class(self) -> type[PriceModel]:
         """The model class, imported now; a missing nn extra is a one-line MissingExtraError."""
         if self.needs_nn:
-            missing = [name for name in NN_MODULES if importlib.util.find_spec(name) is None]
+            missing = _missing(NN_CHECK)
             if missing:
                 raise MissingExtraError(f"{self.name} models need the nn extra ({', '.join(missing)} not installed): "
                                         + NN_INSTALL)
@@ -121,7 +134,7 @@ def needs_nn(preset: Any) -> bool:
 def model_class(preset: Any) -> type[PriceModel]:
     """The model class that fits `preset`."""
     if needs_nn(preset) and not kind_of(preset).needs_nn:  # a CPU preset with the embedding view
-        missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+        missing = _missing(NN_CHECK)
         if missing:
             raise MissingExtraError(f"the 'emb' neighbour view needs the nn extra ({', '.join(missing)} not installed): "
                                     + NN_INSTALL)

@@ -285,15 +285,18 @@ REQUEST_NOTE: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Contex
 
 
 class AccessNote(logging.Filter):
-    """Adds the request's latency and items priced to uvicorn's own access line (`... 200 12.3 ms items=1`)."""
+    """Adds the request's latency and items priced to uvicorn's own access line (`... 200 12.3 ms items=1`).
+
+    It sets `record.note`, which the access format of `uvicorn_log_config` prints after the status.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         note = REQUEST_NOTE.get()
+        record.note = ""
         if note is not None:
             items = note.get("items")
-            record.msg = f"{record.msg} %.1f ms" + (" items=%d" if items is not None else "")
-            record.args = (*record.args, (time.perf_counter() - note["started"]) * 1000,
-                           *(() if items is None else (items,)))
+            record.note = f" {(time.perf_counter() - note['started']) * 1000:.1f} ms" + (
+                f" items={items}" if items is not None else "")
         return True
 
 
@@ -469,6 +472,7 @@ def uvicorn_log_config(level: int) -> dict[str, Any]:
         config["loggers"].setdefault(name, {})["level"] = logging.getLevelName(max(level, logging.INFO))
     config["filters"] = {"access_note": {"()": f"{__name__}.AccessNote"}}  # latency and items on uvicorn's own line
     config["handlers"]["access"]["filters"] = ["access_note"]
+    config["formatters"]["access"]["fmt"] += "%(note)s"
     return config
 
 
