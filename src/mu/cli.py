@@ -19,6 +19,9 @@ from trainloop.about import NN_INSTALL, __version__
 NEEDS = ("torch", "accelerate", "safetensors", "tokenizers", "tqdm")  # what mu imports from the nn extra
 
 
+LIBRARY_LOGGERS = ("accelerate", "transformers")
+
+
 def missing_module() -> str | None:
     """The first module mu needs that cannot be found, else None; finds modules without importing them."""
     for name in NEEDS:
@@ -42,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=f"note: {nn_message(missing)}" if missing else None,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # the note on one line
     parser.add_argument("--version", action="version", version=f"mu (smartprice {__version__})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also the INFO lines of Accelerate and transformers")
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a tokenizer and an MU model on text files")
     train.add_argument("--train", nargs="+", required=True, help="training text files (or hf:wikitext-2-raw-v1:train)")
@@ -116,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stderr)
+    for name in LIBRARY_LOGGERS:  # Accelerate logs five INFO lines per epoch checkpoint: shown with -v only
+        logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
     missing = missing_module()
     if missing:
         print(f"mu: error: {nn_message(missing)}", file=sys.stderr)
