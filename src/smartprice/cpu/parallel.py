@@ -109,20 +109,21 @@ class Pool:
             except BaseException as exc:  # a worker that died: logged, its work done here
                 failed.append(exc)
 
+        def here() -> None:  # this process: pieces from the front
+            while True:
+                with take:
+                    if not pieces:
+                        return
+                    number, piece = pieces.popleft()
+                out[number] = work(piece)
+
         threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self.workers]
         for thread in threads:
             thread.start()
-        while True:
-            with take:
-                if not pieces:
-                    break
-                number, piece = pieces.popleft()
-            out[number] = work(piece)
+        here()
         for thread in threads:
             thread.join()
-        while pieces:  # left by a worker that failed after the loop above ended
-            number, piece = pieces.popleft()
-            out[number] = work(piece)
+        here()  # pieces put back by a worker that failed after the first pass ended
         if failed:
             log.warning("a level-1 worker process failed (%s); its rows were scored in this process", failed[0])
         return np.concatenate([out[i] for i in sorted(out)])
