@@ -16,6 +16,7 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,8 @@ import torch
 from smartprice import PricePredictor, read_catalog, smape
 from smartprice.fusion import Collate, FusionRegressor, ListingSet
 from smartprice.losses import price_loss
-from smartprice.presets import resolve_preset
-from trainloop import LoopConfig, train
+from smartprice.presets import preset_to_dict, resolve_preset
+from trainloop import train
 from trainloop.sampling import EpochSampler
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -50,8 +51,8 @@ def build(preset, texts, y):
 
 def loop_speed(preset, texts, y, steps: int, grouping: bool) -> float:
     net, data, collate, ids = build(preset, texts, y)
-    config = LoopConfig(epochs=1, batch_size=preset.batch_size, grad_accum=preset.grad_accum, lr=preset.lr,
-                        warmup_steps=5, max_steps_per_epoch=steps, progress=False, num_workers=0)
+    config = replace(preset.loop, epochs=1, warmup=0.2, warmup_max_steps=5, max_steps_per_epoch=steps,
+                     progress=False, num_workers=0)
 
     def loss_fn(model, batch):
         z = model(batch["input_ids"], batch["attention_mask"], batch["features"])
@@ -60,16 +61,17 @@ def loop_speed(preset, texts, y, steps: int, grouping: bool) -> float:
     lengths = [len(i) for i in ids]
     with tempfile.TemporaryDirectory() as out:
         return train(net, data, collate, loss_fn, config, out,
-                     length_of=lengths.__getitem__ if grouping else None).samples_per_s
+                     length_of=lengths.__getitem__ if grouping else None, seed=preset.seed).samples_per_s
 
 
 def bare_speed(preset, texts, y, steps: int) -> float:
     """Plain PyTorch: same batches (length-grouped sampler), AdamW, clipping, warmup+cosine; no Accelerate."""
     net, data, collate, ids = build(preset, texts, y)
     lengths = [len(i) for i in ids]
-    sampler = EpochSampler(len(data), preset.batch_size, 0, lengths.__getitem__)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=preset.lr, weight_decay=0.01)
-    total = math.ceil(steps / preset.grad_accum)
+    loop = preset.loop
+    sampler = EpochSampler(len(data), loop.batch_size, 0, lengths.__getitem__)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=loop.lr, weight_decay=loop.weight_decay)
+    total = math.ceil(steps / loop.grad_accum)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / 5) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     net.train()
@@ -79,13 +81,13 @@ def bare_speed(preset, texts, y, steps: int) -> float:
             break
         batch = collate([data[i] for i in rows])
         z = net(batch["input_ids"], batch["attention_mask"], batch["features"])
-        (price_loss(z, batch["price"], preset.loss) / preset.grad_accum).backward()
-        if (index + 1) % preset.grad_accum == 0:
+        (price_loss(z, batch["price"], preset.loss) / loop.grad_accum).backward()
+        if (index + 1) % loop.grad_accum == 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
-    return steps * preset.batch_size / (time.perf_counter() - started)
+    return steps * loop.batch_size / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -100,8 +102,8 @@ def main() -> None:
     train_frame = read_catalog(DATA / "train.csv", labelled=True)
     holdout = read_catalog(DATA / "holdout.csv", labelled=True)
     texts, y = train_frame.catalog_content.tolist(), np.log1p(train_frame.price.to_numpy())
-    preset = resolve_preset("minilm", {"progress": False})
-    results: dict = {"threads": torch.get_num_threads(), "minilm": {k: v for k, v in vars(preset).items()}}
+    preset = resolve_preset("minilm", {"loop.progress": False})
+    results: dict = {"threads": torch.get_num_threads(), "minilm": preset_to_dict(preset)}
 
     # Interleaved, best of two each: this machine's speed drifts more than the differences measured.
     loop = bare = ungrouped = 0.0
@@ -118,7 +120,8 @@ def main() -> None:
 
     if not args.skip_blend:
         started = time.perf_counter()
-        model = PricePredictor("blend", **{"fusion.epochs": args.epochs, "fusion.progress": False}).fit(train_frame)
+        model = PricePredictor("blend", **{"fusion.loop.epochs": args.epochs,
+                                           "fusion.loop.progress": False}).fit(train_frame)
         fit_s = time.perf_counter() - started
         blend = model.model_
         holdout_texts = holdout.catalog_content.tolist()

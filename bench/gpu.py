@@ -11,7 +11,7 @@ option (compile, attention, bf16, length grouping, gradient checkpointing) is al
 
     python bench/gpu.py                                   # a CUDA GPU: all presets, every option
     python bench/gpu.py --presets fast,blazing --options bf16,compile --steps 20
-    python bench/gpu.py --set batch_size=32               # any preset field, for every preset run
+    python bench/gpu.py --set loop.batch_size=32          # any preset field, for every preset run
     python bench/gpu.py --tiny                            # tiny encoders on CPU, < 1 minute (tests run it)
 
 Last line: one JSON object.
@@ -38,16 +38,16 @@ from smartprice import read_catalog
 from smartprice.features import FeatureEncoder, parse_listings
 from smartprice.fusion import Collate, FusionNet, FusionRegressor, ListingSet, load_encoder, loss_function, prepare_for_training
 from smartprice.presets import FusionPreset, resolve_preset
-from trainloop import LoopConfig, train
-from trainloop.overrides import parse_sets
+from trainloop import train
+from trainloop.overrides import apply_overrides, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "train.csv"
 EXAMPLE_TRAIN = ROOT / "examples" / "train.csv"  # --tiny falls back to it: the test runs anywhere
 PRESETS = ("ultra", "fast", "blazing", "optimized")
 
-# The seeds' training speed on a P100, in micro-batch iterations per second at the preset's batch
-# size (DESIGN.md section 2 and the seeds): (low, high) of the range each seed quotes.
+# The published fusion models' own training speed on a P100, in micro-batch iterations per second at
+# the preset's batch size: (low, high) of the range each one quotes (README, "GPU benchmark").
 SEED_P100_IT_PER_S = {"ultra": (7.62, 7.62), "fast": (3.5, 4.5), "blazing": (4.0, 5.0), "optimized": (5.0, 6.0)}
 TARGET_RATIO = 10.0  # issue 12: on one H100 every preset at >= 10x the seeds' P100 samples/s
 
@@ -72,11 +72,11 @@ TINY_ENCODER = {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size"
                 "vocab_size": 1000}
 TINY_MAX_LENGTH = 64
 
-# GPU options, each a FusionPreset field: name -> (field, value when on, value when off).
+# GPU options, each a FusionPreset field (dotted: a loop setting): name -> (field, value when on, value when off).
 OPTIONS: dict[str, tuple[str, Any, Any]] = {
     "compile": ("compile", True, False),
     "attention": ("attention", "sdpa", "eager"),           # on = PyTorch SDPA kernels
-    "bf16": ("mixed_precision", "bf16", "no"),             # off = fp32 (TF32 matmuls on CUDA)
+    "bf16": ("loop.mixed_precision", "bf16", "no"),        # off = fp32 (TF32 matmuls on CUDA)
     "length_grouping": ("length_grouping", True, False),
     "gradient_checkpointing": ("gradient_checkpointing", True, False),
 }
@@ -227,20 +227,19 @@ def measure(preset: FusionPreset, data: Listings, steps: int, inference_rows: in
         net = FusionNet(encoder, features.shape[1], preset, "cls", float(y.mean()))
     prepare_for_training(net, preset)
     window = Window(loss_function(preset))
-    loop = LoopConfig(epochs=2, batch_size=preset.batch_size, grad_accum=preset.grad_accum, lr=preset.lr,
-                      weight_decay=preset.weight_decay, mixed_precision=preset.mixed_precision,
-                      num_workers=preset.num_workers, seed=preset.seed,
-                      max_steps_per_epoch=steps * preset.grad_accum, progress=False)
+    loop = replace(preset.loop, epochs=2, max_steps_per_epoch=steps * preset.loop.grad_accum, progress=False,
+                   time_budget_s=0.0, log_with="")
     lengths = [len(row) for row in ids]
     with tempfile.TemporaryDirectory() as out:  # the loop checkpoints every epoch, as in a real run
         result = train(net, ListingSet(ids, features, data.prices), Collate(data.pad_id), window.loss_fn, loop, out,
-                       window.evaluate_fn, length_of=lengths.__getitem__ if preset.length_grouping else None)
+                       window.evaluate_fn, length_of=lengths.__getitem__ if preset.length_grouping else None,
+                       seed=preset.seed)
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     samples_per_s = window.rows / window.seconds
     figures = {
         "samples_per_s": samples_per_s,
-        "it_per_s": samples_per_s / preset.batch_size,                         # micro-batches, as the seeds count
-        "optimizer_steps_per_s": samples_per_s / (preset.batch_size * preset.grad_accum),
+        "it_per_s": samples_per_s / preset.loop.batch_size,                    # micro-batches, as the seeds count
+        "optimizer_steps_per_s": samples_per_s / (preset.loop.batch_size * preset.loop.grad_accum),
         "loop_samples_per_s": result.samples_per_s,                            # the loop's own figure: warm-up included
         "peak_memory_gib": peak,
         "measured_rows": window.rows,
@@ -288,26 +287,28 @@ def option_skip_reason(option: str, baseline: dict[str, Any], tiny: bool) -> str
 def is_on(option: str, settings: dict[str, Any]) -> bool:
     """Whether `option` was in effect in a run, from the settings it reported."""
     field, on, _ = OPTIONS[option]
-    return settings[field] == on
+    return settings[field.rpartition(".")[2]] == on  # settings name what ran: mixed_precision, not loop.mixed_precision
 
 
 def run_preset(name: str, overrides: dict[str, str], data: Listings, args: argparse.Namespace) -> dict[str, Any]:
     """The preset as configured, then each option flipped; figures beside the seeds' P100 numbers."""
-    preset = resolve_preset(name, {"progress": False, **overrides})
+    preset = resolve_preset(name, {"loop.progress": False, **overrides})
     if args.tiny:  # no workers: forking them costs seconds per run on a busy 2-core machine
-        preset = replace(preset, max_length=min(preset.max_length, TINY_MAX_LENGTH), num_workers=0)
+        preset = apply_overrides(preset, {"max_length": min(preset.max_length, TINY_MAX_LENGTH),
+                                          "loop.num_workers": 0}, "--tiny")
     low, high = SEED_P100_IT_PER_S[name]
-    seed_samples = (low + high) / 2 * preset.batch_size
+    seed_samples = (low + high) / 2 * preset.loop.batch_size
     try:
         base = measure(preset, data, args.steps, args.inference_rows, args.tiny)
     except (RuntimeError, ValueError) as error:  # e.g. out of memory: the other presets still run
         print(f"{name:9s} failed: {error}", flush=True)
         return {"encoder": preset.encoder, "error": str(error).splitlines()[0][:300]}
-    row = {"encoder": preset.encoder, "max_length": preset.max_length, "batch_size": preset.batch_size,
-           "grad_accum": preset.grad_accum, "eval_batch_size": preset.eval_batch_size, **base,
+    row = {"encoder": preset.encoder, "max_length": preset.max_length, "batch_size": preset.loop.batch_size,
+           "grad_accum": preset.loop.grad_accum, "eval_batch_size": preset.eval_batch_size, **base,
            "seed_p100_it_per_s": [low, high], "seed_p100_samples_per_s": seed_samples,
            "ratio": base["samples_per_s"] / seed_samples, "options": {}}
-    print(f"{name:9s} {preset.encoder:27s} batch {preset.batch_size}x{preset.grad_accum} len {preset.max_length} "
+    print(f"{name:9s} {preset.encoder:27s} batch {preset.loop.batch_size}x{preset.loop.grad_accum} "
+          f"len {preset.max_length} "
           f"{base['settings']['mixed_precision']:4s} | {base['samples_per_s']:8.1f} samples/s "
           f"{base['it_per_s']:6.2f} it/s {base['optimizer_steps_per_s']:6.2f} opt steps/s |"
           f"{_peak(base)} seeds' P100 {low:g}-{high:g} it/s = {seed_samples:.0f} samples/s "
@@ -322,7 +323,7 @@ def run_preset(name: str, overrides: dict[str, str], data: Listings, args: argpa
         field, on, off = OPTIONS[option]
         was_on = is_on(option, base["settings"])
         try:
-            flipped = measure(replace(preset, **{field: off if was_on else on}), data, args.steps,
+            flipped = measure(apply_overrides(preset, {field: off if was_on else on}, "--options"), data, args.steps,
                               args.inference_rows, args.tiny)
         except (RuntimeError, ValueError) as error:  # e.g. out of memory without checkpointing
             row["options"][option] = {"error": str(error).splitlines()[0][:300]}
@@ -379,9 +380,9 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     overrides = parse_sets(args.set)
-    configured = {name: resolve_preset(name, {"progress": False, **overrides}) for name in args.presets}
+    configured = {name: resolve_preset(name, {"loop.progress": False, **overrides}) for name in args.presets}
     max_length = TINY_MAX_LENGTH if args.tiny else max(p.max_length for p in configured.values())
-    rows = max(args.inference_rows, *(p.batch_size * p.grad_accum * args.steps for p in configured.values()))
+    rows = max(args.inference_rows, *(p.loop.batch_size * p.loop.grad_accum * args.steps for p in configured.values()))
     data = load_listings(data_path, rows, max_length)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     print(f"{device}; torch {torch.__version__}, transformers {transformers.__version__}; {len(data.ids)} listings "

@@ -38,7 +38,7 @@ def main() -> None:
     results = {}
     for loss in LOSSES:
         started = time.perf_counter()
-        model = PricePredictor("minilm", loss=loss, epochs=args.epochs, progress=False).fit(fit_rows)
+        model = PricePredictor("minilm", loss=loss, loop={"epochs": args.epochs, "progress": False}).fit(fit_rows)
         results[loss] = {"smape": model.score(measure_rows)["smape"], "fit_s": time.perf_counter() - started}
         print(f"{loss:12s} SMAPE {results[loss]['smape']:6.2f} on {len(measure_rows)} held-out train rows "
               f"({results[loss]['fit_s']:.0f} s)", flush=True)

@@ -85,10 +85,10 @@ MODELS = {
 LRS = (1e-3, 2e-3, 4e-3)  # around the 2e-3 that beat 3e-4 for MU in 2-minute runs; x2 apart
 LR_SEED = 1000            # the learning-rate trials' seed: none of the measured seeds (0, 1, ...)
 # Training settings shared by every model of the comparison (the test preset's otherwise).
-SHARED = {"grad_accum": 1,             # a step per batch of 8 windows: more steps in a short budget
-          "warmup_fraction": 0.1,      # warmup = 10% of each run's steps, whatever its length ...
-          "warmup_steps": 100_000,     # ... uncapped, so short trials and long runs warm up alike
-          "sample_tokens": 0, "progress": False}
+SHARED = {"loop.grad_accum": 1,          # a step per batch of 8 windows: more steps in a short budget
+          "loop.warmup": 0.1,           # warmup = 10% of each run's steps, whatever its length ...
+          "loop.warmup_max_steps": 0,   # ... uncapped, so short trials and long runs warm up alike
+          "sample_tokens": 0, "loop.progress": False}
 
 
 def median_seconds(fns: dict[str, Callable[[], None]], rounds: int) -> dict[str, float]:
@@ -218,8 +218,8 @@ def run(name: str, lr: float, seed: int, steps: int, chunks: int, vocab: int, fi
         test_lines: Sequence[str] | None = None) -> dict:
     """Train model `name` for `steps` optimizer steps, scored on the held-out text `chunks` times (and on test lines if given)."""
     per_chunk = max(1, steps // chunks)
-    preset = resolve("test", {**SHARED, **MODELS[name], "lr": lr, "seed": seed, "vocab_size": vocab,
-                              "epochs": chunks, "max_steps_per_epoch": per_chunk})
+    preset = resolve("test", {**SHARED, **MODELS[name], "loop.lr": lr, "seed": seed, "vocab_size": vocab,
+                              "loop.epochs": chunks, "loop.max_steps_per_epoch": per_chunk})
     started = time.perf_counter()
     result = train_mu([str(fit)], [str(held)], out, preset)
     wall_s = time.perf_counter() - started

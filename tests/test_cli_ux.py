@@ -22,6 +22,8 @@ import pytest
 from conftest import EXAMPLES
 from smartprice import presets
 from trainloop.about import is_newer
+from trainloop.errors import SettingError
+from trainloop.overrides import get_field, setting_names
 
 FAST = ["--set", "trees=60", "--set", "folds=3"]
 
@@ -60,15 +62,31 @@ def test_preset_shows_every_field_value_and_reason(name):
     result = run("presets", name)
     assert result.returncode == 0, result.stderr
     preset = presets.PRESETS[name]
-    for f in dataclasses.fields(preset):
-        line = row(result.stdout, f.name)
-        value = getattr(preset, f.name)
+    for key in setting_names(preset):  # nested settings as their own rows: loop.epochs
+        line = row(result.stdout, key)
+        value = get_field(preset, key)
         shown = ",".join(map(str, value)) if isinstance(value, tuple) and value else str(value)
         if not isinstance(value, bool) and value != ():
-            assert shown in line, (f.name, line)
-        comment = source_comment(type(preset), f.name)
-        if comment and value == f.default:
-            assert comment in line, (f.name, line)  # the reason is the table's own comment
+            assert shown in line, (key, line)
+        comment = source_comment(type(preset), key) if "." not in key else ""
+        if comment and value == get_field(type(preset)(), key):
+            assert comment in line, (key, line)  # the reason is the table's own comment
+
+
+def test_loop_settings_are_rows_with_their_reasons_and_dotted_keys():
+    minilm = run("presets", "minilm").stdout
+    assert "0.3 of 3 epochs" in row(minilm, "loop.warmup")  # the comment on the preset's own line
+    assert "set by this preset; default 10" in row(minilm, "loop.epochs")
+    assert "--set loop.FIELD=VALUE" in minilm
+    resolved = presets.resolve_preset("minilm", {"loop.epochs": "2", "max_length": "64"})
+    assert resolved.loop.epochs == 2 and resolved.max_length == 64 and resolved.loop.lr == 1e-4
+    assert presets.resolve_preset("minilm", {"loop": {"lr": 2e-4}}).loop.lr == 2e-4  # the Python API: a mapping
+    for bad, fragment in [({"epochs": "2"}, "--set loop.epochs=VALUE"), ({"loop.bogus": "1"}, "loop.bogus"),
+                          ({"loop.warmup": "1.0"}, "share of the run's optimizer steps"),
+                          ({"loop.epochs": "0"}, "loop.epochs=0"), ({"loop.lr": "fast"}, "loop.lr=fast"),
+                          ({"loop": "3"}, "set its fields one by one")]:
+        with pytest.raises(SettingError, match=re.escape(fragment)):
+            presets.resolve_preset("minilm", bad)
 
 
 def test_preset_value_set_by_a_named_preset_gets_the_comment_on_its_line():
@@ -133,20 +151,22 @@ def test_blend_inner_keys_are_checked_through_the_cli(tmp_path):
     assert bogus.returncode == 2
     assert "unknown preset field(s) bogus for preset 'minilm'" in bogus.stderr and "valid fields:" in bogus.stderr
     assert "max_length" in bogus.stderr and "Traceback" not in bogus.stderr
-    prefix = run(*train, "--set", "gpu.epochs=1")
+    prefix = run(*train, "--set", "gpu.loop.epochs=1")
     assert prefix.returncode == 2 and "cpu.FIELD, fusion.FIELD" in prefix.stderr
-    not_blend = run("train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--set", "fusion.epochs=2")
-    assert not_blend.returncode == 2 and "unknown preset field(s) fusion.epochs for preset 'cpu'" in not_blend.stderr
+    not_blend = run("train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--set", "fusion.loop.epochs=2")
+    assert not_blend.returncode == 2 and "unknown preset field(s) fusion.loop.epochs for preset 'cpu'" in not_blend.stderr
+    flat = run(*train, "--set", "fusion.epochs=2")  # a loop setting given flat: the error says where it lives
+    assert flat.returncode == 2 and "--set loop.epochs=VALUE" in flat.stderr and "Traceback" not in flat.stderr
     # valid inner keys pass the check, so the next error is the missing file
-    valid = run("train", "missing.csv", "--out", str(tmp_path / "m"), "--preset", "blend", "--set", "fusion.epochs=2",
+    valid = run("train", "missing.csv", "--out", str(tmp_path / "m"), "--preset", "blend", "--set", "fusion.loop.epochs=2",
                 "--set", "fusion.max_length=96", "--set", "cpu.trees=500", cwd=tmp_path)
     assert valid.returncode == 2 and "missing.csv: file not found" in valid.stderr
 
 
 def test_blend_inner_overrides_are_typed_and_survive_json():
-    preset = presets.resolve_preset("blend", {"fusion.epochs": "2", "fusion.max_length": "96", "cpu.trees": "500"})
-    assert preset.inner == (("fusion.epochs", 2), ("fusion.max_length", 96), ("cpu.trees", 500))
-    assert presets.inner_overrides(preset, "fusion") == {"epochs": 2, "max_length": 96}
+    preset = presets.resolve_preset("blend", {"fusion.loop.epochs": "2", "fusion.max_length": "96", "cpu.trees": "500"})
+    assert preset.inner == (("fusion.loop.epochs", 2), ("fusion.max_length", 96), ("cpu.trees", 500))
+    assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": 2, "max_length": 96}
     assert presets.preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
 
 
@@ -154,7 +174,23 @@ def test_blend_config_written_with_fusion_sets_still_loads():
     old = {"kind": "blend", "cpu_preset": "cpu", "fusion_preset": "minilm", "fusion_sets": "epochs=2;max_length=96",
            "valid_fraction": 0.15, "seed": 0}
     preset = presets.preset_from_dict(old)
-    assert presets.inner_overrides(preset, "fusion") == {"epochs": "2", "max_length": "96"}
+    assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": "2", "max_length": "96"}
+
+
+def test_fusion_config_saved_with_flat_loop_fields_still_loads():
+    """Saved before the loop's settings were nested: epochs, batch_size, ... at the top, warmup in epochs."""
+    old = {**{k: v for k, v in presets.preset_to_dict(presets.PRESETS["minilm"]).items() if k != "loop"},
+           "epochs": 4, "batch_size": 16, "grad_accum": 2, "lr": 5e-5, "warmup": 1.0, "weight_decay": 0.01,
+           "mixed_precision": "auto", "num_workers": 0, "max_steps_per_epoch": 0, "time_budget_s": 0.0,
+           "progress": False, "log_with": ""}
+    preset = presets.preset_from_dict(json.loads(json.dumps(old)))
+    assert preset.loop == presets.LoopConfig(epochs=4, batch_size=16, grad_accum=2, lr=5e-5, warmup=0.25,
+                                             progress=False)
+    assert preset.encoder == "minilm" and preset.head == (256, 64)
+    blend = presets.preset_from_dict({"kind": "blend", "fusion_preset": "minilm",
+                                      "inner": [["fusion.epochs", 2], ["fusion.warmup", 1.0], ["cpu.trees", 50]]})
+    assert presets.inner_overrides(blend, "fusion") == {"loop.epochs": 2, "loop.warmup": 0.5}
+    assert presets.resolve_preset("minilm", presets.inner_overrides(blend, "fusion")).loop.warmup == 0.5
 
 
 # --- mu -------------------------------------------------------------------------------------------
@@ -219,12 +255,13 @@ def test_mu_presets_read_the_table():
         assert any(line.split(" ", 1)[0] == name for line in listing.stdout.splitlines())
     full = run("presets", "full", module="mu")
     assert full.returncode == 0, full.stderr
-    for f in dataclasses.fields(mu_train.PRESETS["full"]):  # fields added to MUPreset show up unasked
-        line = row(full.stdout, f.name)
-        comment = source_comment(type(mu_train.PRESETS["full"]), f.name)
-        if comment and getattr(mu_train.PRESETS["full"], f.name) == f.default:
+    for key in setting_names(mu_train.PRESETS["full"]):  # fields added to MUPreset show up unasked
+        line = row(full.stdout, key)
+        comment = source_comment(type(mu_train.PRESETS["full"]), key) if "." not in key else ""
+        if comment and get_field(mu_train.PRESETS["full"], key) == get_field(mu_train.MUPreset(), key):
             assert comment in line
     assert "set by this preset; default 6" in row(full.stdout, "n_layers")
+    assert "set by this preset; default 500" in row(full.stdout, "loop.warmup_max_steps")
     unknown = run("presets", "huge", module="mu")
     assert unknown.returncode == 2 and "unknown preset 'huge'" in unknown.stderr
 
@@ -291,8 +328,8 @@ def test_training_prints_library_info_lines_only_with_verbose(tmp_path):
     from conftest import tiny_encoder
 
     encoder = tiny_encoder("distilroberta", tmp_path / "encoder")
-    sets = [f"--set={pair}" for pair in (f"encoder={encoder}", "epochs=1", "max_length=32", "num_workers=0",
-                                         "progress=false", "batch_size=8", "grad_accum=1")]
+    sets = [f"--set={pair}" for pair in (f"encoder={encoder}", "loop.epochs=1", "max_length=32", "loop.num_workers=0",
+                                         "loop.progress=false", "loop.batch_size=8", "loop.grad_accum=1")]
     train = ["train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--preset", "blazing", *sets]
     quiet, verbose = run(*train), run("-v", *train)
     assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stderr + verbose.stderr

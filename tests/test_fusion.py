@@ -19,8 +19,8 @@ from smartprice.fusion import FusionNet  # noqa: E402
 from smartprice.losses import price_loss  # noqa: E402
 from smartprice.presets import resolve_preset  # noqa: E402
 
-QUICK = {"epochs": 1, "batch_size": 8, "grad_accum": 1, "max_length": 48, "progress": False, "num_workers": 0,
-         "eval_batch_size": 16}
+QUICK = {"loop.epochs": 1, "loop.batch_size": 8, "loop.grad_accum": 1, "max_length": 48, "loop.progress": False,
+         "loop.num_workers": 0, "eval_batch_size": 16}
 PRESET_ENCODER = {"ultra": "deberta", "optimized": "deberta", "fast": "roberta", "blazing": "distilroberta"}
 
 
@@ -82,8 +82,9 @@ def test_loss_override_from_cli_string():
 
 def test_blend_round_trip(tmp_path, encoders):
     catalog = make_catalog(60)
-    sets = {"fusion.encoder": encoders["distilroberta"], "fusion.epochs": "1", "fusion.batch_size": "8",
-            "fusion.grad_accum": "1", "fusion.max_length": "48", "fusion.progress": "false", "cpu.trees": "60"}
+    sets = {"fusion.encoder": encoders["distilroberta"], "fusion.loop.epochs": "1", "fusion.loop.batch_size": "8",
+            "fusion.loop.grad_accum": "1", "fusion.max_length": "48", "fusion.loop.progress": "false",
+            "cpu.trees": "60"}
     model = PricePredictor("blend", fusion_preset="blazing", valid_fraction=0.2, **sets).fit(catalog)
     assert 0.0 <= model.model_.weight_ <= 1.0
     assert model.model_.fusion_.preset.max_length == 48 and model.model_.cpu_.preset.trees == 60
@@ -96,7 +97,7 @@ def test_blend_round_trip(tmp_path, encoders):
 def _train_cmd(out, encoder, *extra, preset="blazing", data=EXAMPLES / "train.csv"):
     """The preset's own settings (DataLoader workers, batch, accumulation, precision); only sizes made small."""
     return [sys.executable, "-m", "smartprice", "train", str(data), "--out", str(out),
-            "--preset", preset, "--set", f"encoder={encoder}", "--set", "epochs=3", "--set", "max_length=48", *extra]
+            "--preset", preset, "--set", f"encoder={encoder}", "--set", "loop.epochs=3", "--set", "max_length=48", *extra]
 
 
 def _predict(model, out):
@@ -117,7 +118,7 @@ def resume_data(tmp_path_factory):
 def straight_run(tmp_path_factory, encoders, resume_data):
     """Predictions of an uninterrupted blazing run with the preset's defaults."""
     root = tmp_path_factory.mktemp("straight")
-    assert resolve_preset("blazing").num_workers > 0  # the setting that used to break resume
+    assert resolve_preset("blazing").loop.num_workers > 0  # the setting that used to break resume
     subprocess.run(_train_cmd(root / "model", encoders["distilroberta"], data=resume_data), check=True,
                    capture_output=True)
     return _predict(root / "model", root / "a.csv")
@@ -125,7 +126,7 @@ def straight_run(tmp_path_factory, encoders, resume_data):
 
 def test_iterating_the_loader_leaves_the_global_rng_alone():
     """Creating a DataLoader iterator draws a worker base seed; it must come from the loader's own generator."""
-    from trainloop.loop import LoopConfig, train
+    from trainloop import LoopConfig, train
 
     seen = []
 
@@ -176,7 +177,7 @@ def test_two_processes_with_accelerate_launch(tmp_path, encoders):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "smartprice",
-           *_train_cmd(out, encoders["distilroberta"], "--set", "epochs=1")[3:]]
+           *_train_cmd(out, encoders["distilroberta"], "--set", "loop.epochs=1")[3:]]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

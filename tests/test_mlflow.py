@@ -64,12 +64,12 @@ def test_fusion_training_with_log_with_mlflow_leaves_metrics(tracking, tmp_path)
     from conftest import tiny_encoder
 
     encoder = tiny_encoder("distilroberta", tmp_path / "encoder")
-    PricePredictor("blazing", encoder=encoder, epochs=2, batch_size=8, grad_accum=2, max_length=32, progress=False,
-                   num_workers=0, eval_batch_size=16, log_with="mlflow").fit(make_catalog(48))
+    loop = {"epochs": 2, "batch_size": 8, "grad_accum": 2, "progress": False, "num_workers": 0, "log_with": "mlflow"}
+    PricePredictor("blazing", encoder=encoder, max_length=32, eval_batch_size=16, loop=loop).fit(make_catalog(48))
     runs = mlflow.search_runs(experiment_names=["smartprice"], output_format="list")
     assert len(runs) == 1
     run = runs[0]
-    assert run.data.params["encoder"] == encoder and run.data.params["epochs"] == "2"  # the preset's fields
+    assert run.data.params["encoder"] == encoder and run.data.params["loop.epochs"] == "2"  # the preset's fields
     client = mlflow.MlflowClient()
     steps = client.get_metric_history(run.info.run_id, "train_loss")
     assert len(steps) >= 4 and all(np.isfinite(m.value) for m in steps)  # per optimizer step

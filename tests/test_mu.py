@@ -195,13 +195,13 @@ def _train_args(tmp_path, out, *extra):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
     return [sys.executable, "-m", "mu", "train", "--train", str(corpus), "--valid", str(corpus), "--out", str(out),
-            "--set", "n_layers=2", "--set", "vocab_size=300", "--set", "max_seq_len=16", "--set", "batch_size=4",
-            "--set", "grad_accum=2", "--set", "warmup_steps=2", "--set", "progress=false", *extra]
+            "--set", "n_layers=2", "--set", "vocab_size=300", "--set", "max_seq_len=16", "--set", "loop.batch_size=4",
+            "--set", "loop.grad_accum=2", "--set", "loop.warmup_max_steps=2", "--set", "loop.progress=false", *extra]
 
 
 def test_train_save_load_generate_cli(tmp_path):
     out = tmp_path / "model"
-    result = subprocess.run(_train_args(tmp_path, out, "--set", "epochs=1", "--set", "max_steps_per_epoch=2"),
+    result = subprocess.run(_train_args(tmp_path, out, "--set", "loop.epochs=1", "--set", "loop.max_steps_per_epoch=2"),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     history = json.loads(result.stdout.strip().splitlines()[-1])
@@ -225,8 +225,8 @@ def test_matched_transformer_trains_saves_and_loads(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
     preset = resolve("test", {"arch": "transformer", "width": "0", "n_heads": "4", "n_layers": "2", "vocab_size": "300",
-                              "max_seq_len": "16", "batch_size": "4", "epochs": "1", "max_steps_per_epoch": "2",
-                              "sample_tokens": "0", "progress": "false"})
+                              "max_seq_len": "16", "loop.batch_size": "4", "loop.epochs": "1", "loop.max_steps_per_epoch": "2",
+                              "sample_tokens": "0", "loop.progress": "false"})
     history = train_mu([str(corpus)], [str(corpus)], tmp_path / "model", preset).history
     assert "valid_perplexity" in history[-1]
     model, tokenizer = load_model(tmp_path / "model")
@@ -243,18 +243,46 @@ def test_cli_errors_are_one_line(tmp_path):
                             str(tmp_path / "m"), "--set", "arch=transformer", "--set", "gate=off"],
                            capture_output=True, text=True)
     assert mixed.returncode == 2 and "a transformer has neither" in mixed.stderr
+    flat = subprocess.run([sys.executable, "-m", "mu", "train", "--train", str(tmp_path / "none.txt"), "--out",
+                           str(tmp_path / "m"), "--set", "epochs=1"], capture_output=True, text=True)
+    assert flat.returncode == 2 and "--set loop.epochs=VALUE" in flat.stderr and "Traceback" not in flat.stderr
+
+
+def test_cli_user_mistakes_are_one_line_and_bugs_show_a_traceback(tmp_path, monkeypatch, capsys):
+    from mu import cli
+    from mu import train as mu_train
+
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (tmp_path / "model").mkdir()
+    cases = [["train", "--train", str(tmp_path / "none.txt"), "--out", str(tmp_path / "m")],
+             ["train", "--train", str(tmp_path / "latin1.txt"), "--out", str(tmp_path / "m")],
+             ["train", "--train", str(tmp_path), "--out", str(tmp_path / "m")],
+             ["eval", str(tmp_path / "model"), str(tmp_path / "latin1.txt")]]
+    for argv in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("mu: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+    def broken(*args, **kwargs):
+        raise KeyError("an internal table lost its key")
+
+    monkeypatch.setattr(mu_train, "train_mu", broken)
+    (tmp_path / "ok.txt").write_text("some text\n")
+    assert cli.main(["train", "--train", str(tmp_path / "ok.txt"), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "an internal table lost its key" in err and "this is a bug in mu" in err
 
 
 def test_sigkill_and_resume_gives_the_same_model(tmp_path):
     from safetensors.torch import load_file
 
     straight = tmp_path / "straight"
-    subprocess.run(_train_args(tmp_path, straight, "--set", "epochs=3"), check=True, capture_output=True)
+    subprocess.run(_train_args(tmp_path, straight, "--set", "loop.epochs=3"), check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    kill_after_first_epoch(_train_args(tmp_path, killed, "--set", "epochs=3"), killed / "checkpoint")
+    kill_after_first_epoch(_train_args(tmp_path, killed, "--set", "loop.epochs=3"), killed / "checkpoint")
     assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
-    subprocess.run(_train_args(tmp_path, killed, "--set", "epochs=3", "--resume"), check=True, capture_output=True)
+    subprocess.run(_train_args(tmp_path, killed, "--set", "loop.epochs=3", "--resume"), check=True, capture_output=True)
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:

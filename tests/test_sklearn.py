@@ -53,6 +53,25 @@ def test_params_are_the_preset_and_its_fields():
     assert repr(model) == "PriceRegressor(preset='cpu', trees=300, num_leaves=7)"
 
 
+def test_a_neural_presets_loop_settings_are_nested_parameters():
+    """`loop__epochs`, the scikit-learn spelling of `--set loop.epochs`; checked without fitting (no torch)."""
+    model = PriceRegressor("minilm", loop__epochs=2)
+    assert model.get_params()["loop"].epochs == 2 and model.get_params()["loop__epochs"] == 2
+    assert "loop__epochs" not in model.get_params(deep=False)  # clone rebuilds from the whole `loop`
+    assert model.get_params()["loop__lr"] == PRESETS["minilm"].loop.lr  # the rest stays the preset's
+    copy = clone(model)
+    assert copy.get_params() == model.get_params()
+    copy.set_params(loop__lr=2e-4)
+    assert copy.get_params()["loop"].lr == 2e-4 and copy.get_params()["loop"].epochs == 2
+    assert model.get_params()["loop"].lr == PRESETS["minilm"].loop.lr  # the clone's change stays its own
+    assert copy._overrides() == {"loop": PRESETS["minilm"].loop.__class__(**{
+        **vars(PRESETS["minilm"].loop), "epochs": 2, "lr": 2e-4})}
+    with pytest.raises(ValueError, match="unknown parameter loop__bogus.*loop__epochs"):
+        copy.set_params(loop__bogus=1)
+    with pytest.raises(ValueError, match="loop.epochs=0"):
+        copy.set_params(loop__epochs=0)
+
+
 def test_clone_and_a_change_of_preset():
     model = PriceRegressor(**CHEAP)
     copy = clone(model)

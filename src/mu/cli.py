@@ -1,4 +1,4 @@
-"""`mu train | eval | generate | presets`. User errors exit 2 with one line on stderr.
+"""`mu train | eval | generate | presets`. User errors exit 2 with one line; a bug exits 1 with its traceback.
 
 Every command needs the `nn` extra (torch and friends); `--help` and `--version` do not. This
 module imports none of it at import time, so on a base install each command answers with one
@@ -12,14 +12,18 @@ import importlib.util
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from trainloop.about import NN_INSTALL, __version__
+from trainloop.errors import UserError
 
 NEEDS = ("torch", "accelerate", "safetensors", "tokenizers", "tqdm")  # what mu imports from the nn extra
 
 
 LIBRARY_LOGGERS = ("accelerate", "transformers")
+BUG_NOTE = ("mu: this is a bug in mu (smartprice {version}), not a mistake in your files or flags; "
+            "please report it with the traceback above")
 
 
 def missing_module() -> str | None:
@@ -53,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="model directory (checkpoints, tokenizer, weights)")
     train.add_argument("--preset", default="test", help="preset name (default: test); 'mu presets' lists them")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="override any preset field, e.g. --set n_layers=2 --set epochs=1 ('mu presets NAME' lists them)")
+                       help="override any preset field, e.g. --set n_layers=2 --set loop.epochs=1 "
+                            "('mu presets NAME' lists them)")
     train.add_argument("--resume", action="store_true", help="continue from the last epoch checkpoint in --out")
     evaluate = commands.add_parser("eval", help="loss, token accuracy and perplexity on a text file")
     evaluate.add_argument("model", help="model directory written by 'mu train'")
@@ -135,9 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mu: error: {nn_message(root)}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except UserError as exc:  # a mistake in the files, flags or settings: one line
         print(f"mu: error: {exc}", file=sys.stderr)
         return 2
+    except Exception:  # anything else is a defect of mu: the traceback, and a note saying so
+        traceback.print_exc()
+        print(BUG_NOTE.format(version=__version__), file=sys.stderr)
+        return 1
     return 0
 
 

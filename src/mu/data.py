@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from trainloop.errors import UserError
+
 from .tokenizer import BOS, EOS
 
 
@@ -17,17 +19,26 @@ def read_lines(paths: Sequence[str | Path]) -> list[str]:
     for path in paths:
         text = str(path)
         if text.startswith("hf:"):
-            _, name, split = text.split(":")
+            parts = text.split(":")
+            if len(parts) != 3:
+                raise UserError(f"{text}: a Hugging Face dataset is named hf:CONFIG:SPLIT, e.g. hf:wikitext-2-raw-v1:train")
+            _, name, split = parts
             from datasets import load_dataset  # optional: only for users who are online
 
             lines.extend(r["text"] for r in load_dataset("wikitext", name, split=split) if r["text"].strip())
             continue
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: text file not found")
-        lines.extend(line for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+            raise UserError(f"{path}: text file not found")
+        try:
+            content = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:  # a directory, no permission
+            raise UserError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+        lines.extend(line for line in content.splitlines() if line.strip())
     if not lines:
-        raise ValueError(f"{', '.join(map(str, paths))}: no text")
+        raise UserError(f"{', '.join(map(str, paths))}: no text")
     return lines
 
 
@@ -46,7 +57,8 @@ class TokenWindows(Dataset):
 
     def __init__(self, ids: torch.Tensor, seq_len: int, stride: int | None = None) -> None:
         if ids.numel() < seq_len + 1:
-            raise ValueError(f"corpus has {ids.numel()} tokens, fewer than one window of {seq_len + 1}")
+            raise UserError(f"corpus has {ids.numel()} tokens, fewer than one window of {seq_len + 1}: "
+                            "give more text or a smaller max_seq_len")
         self.ids, self.seq_len, self.stride = ids, seq_len, stride or max(1, seq_len // 2)
         self.starts = list(range(0, ids.numel() - seq_len, self.stride))
 

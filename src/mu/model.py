@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainloop.errors import SettingError
+
 BLOCK_NAMES = ("I", "S", "C1", "C2", "R1", "R2", "T", "K", "G", "M", "D", "F", "P", "E", "A", "X")
 WIDTH = 64          # 8x8 grid per token
 N_BLOCKS = 16       # 2x2 tiles of the grid
@@ -66,21 +68,21 @@ class MUConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+            raise SettingError(f"arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
         if self.block_attention not in ("fused", "literal", "off"):
-            raise ValueError(f"block_attention must be 'fused', 'literal' or 'off', not {self.block_attention!r}")
+            raise SettingError(f"block_attention must be 'fused', 'literal' or 'off', not {self.block_attention!r}")
         if self.gate not in ("on", "off"):
-            raise ValueError(f"gate must be 'on' or 'off', not {self.gate!r}")
+            raise SettingError(f"gate must be 'on' or 'off', not {self.gate!r}")
         if self.vocab_size < 4 or self.n_layers < 1 or self.max_seq_len < 2:
-            raise ValueError("vocab_size >= 4, n_layers >= 1 and max_seq_len >= 2 are required")
+            raise SettingError("vocab_size >= 4, n_layers >= 1 and max_seq_len >= 2 are required")
         if self.arch == "mu" and self.width != WIDTH:
-            raise ValueError(f"MU's width is fixed at {WIDTH} by its 8x8 grid; width is a transformer setting")
+            raise SettingError(f"MU's width is fixed at {WIDTH} by its 8x8 grid; width is a transformer setting")
         if self.arch == "transformer":
             if self.gate != "on" or self.block_attention != "fused":
-                raise ValueError("gate and block_attention are MU's parts; a transformer has neither "
+                raise SettingError("gate and block_attention are MU's parts; a transformer has neither "
                                  "(leave them at their defaults with arch=transformer)")
             if self.width < 0 or self.n_heads < 1 or self.width % self.n_heads:
-                raise ValueError(f"transformer width {self.width} must be a multiple of n_heads={self.n_heads} "
+                raise SettingError(f"transformer width {self.width} must be a multiple of n_heads={self.n_heads} "
                                  "(or 0 to match MU's parameter count)")
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from trainloop.errors import UserError
+
 SPECIALS = ("<PAD>", "<UNK>", "<BOS>", "<EOS>")
 PAD, UNK, BOS, EOS = range(4)
 
@@ -33,5 +35,5 @@ def save_tokenizer(tokenizer: Tokenizer, directory: Path) -> None:
 def load_tokenizer(directory: Path) -> Tokenizer:
     path = directory / "tokenizer.json"
     if not path.exists():
-        raise FileNotFoundError(f"{directory}: no tokenizer.json; is this a directory written by 'mu train'?")
+        raise UserError(f"{directory}: no tokenizer.json; is this a directory written by 'mu train'?")
     return Tokenizer.from_file(str(path))

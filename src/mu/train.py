@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from trainloop import LoopConfig, TrainResult, train
 from trainloop.about import __version__, newer_version_note
+from trainloop.errors import SettingError, UserError
 from trainloop.overrides import apply_overrides
 
 from .data import TokenWindows, collate, encode_corpus, read_lines
@@ -41,26 +42,22 @@ class MUPreset:
     gate: str = "on"                # "off": ablation, the plain residual update x_new = z
     width: int = 64                 # transformer only (MU is 64 wide); 0 = MU's total parameter count
     n_heads: int = 8                # transformer only: 8 heads as MU's cross-block attention
-    batch_size: int = 8
-    grad_accum: int = 4             # effective batch 32 windows
-    epochs: int = 3
-    lr: float = 3e-4
-    warmup_steps: int = 500         # cap on the optimizer steps of linear warmup
-    warmup_fraction: float = 0.1    # warmup is at most this share of the run's optimizer steps (the loop's rule)
-    weight_decay: float = 0.01
-    mixed_precision: str = "auto"   # bf16/fp16 on GPUs, fp32 on CPU
-    seed: int = 0
-    log_with: str = ""              # experiment tracker via Accelerate: "mlflow" or "tensorboard"; "" = off
-    max_steps_per_epoch: int = 0    # 0 = full epochs
-    time_budget_s: float = 0.0      # 0 = no budget
-    num_workers: int = 0
-    progress: bool = True
+    loop: LoopConfig = LoopConfig(  # the training loop's settings: --set loop.FIELD=VALUE
+        batch_size=8,
+        grad_accum=4,               # effective batch 32 windows
+        epochs=3,
+        lr=3e-4,
+        warmup=0.1,                 # linear warmup over 10% of the run's optimizer steps
+        warmup_max_steps=500,       # at most 500 of them: a long run needs no longer warmup
+    )
+    seed: int = 0                   # seeds the weights, shuffling and dropout
     sample_tokens: int = 30         # tokens sampled per prompt after each epoch; 0 = no samples
 
 
 PRESETS = {
     "test": MUPreset(),
-    "full": MUPreset(n_layers=24, max_seq_len=256, batch_size=4, grad_accum=4, epochs=5, lr=1e-4, warmup_steps=1000),
+    "full": MUPreset(n_layers=24, max_seq_len=256,
+                     loop=LoopConfig(batch_size=4, grad_accum=4, epochs=5, lr=1e-4, warmup=0.1, warmup_max_steps=1000)),
 }
 # What `mu presets` prints beside each preset: (purpose, rough cost). Values stay in PRESETS.
 PRESET_SUMMARIES = {
@@ -72,7 +69,7 @@ PRESET_SUMMARIES = {
 def resolve(name: str, overrides: dict[str, Any] | None = None) -> MUPreset:
     """Preset `name` with `--set` overrides applied and the model they describe checked."""
     if name not in PRESETS:
-        raise ValueError(f"unknown MU preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise SettingError(f"unknown MU preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = apply_overrides(PRESETS[name], overrides, f"MU preset {name!r}")
     model_config(preset, preset.vocab_size)  # an impossible model (e.g. gate=off with arch=transformer) fails now
     return preset
@@ -82,11 +79,6 @@ def model_config(preset: MUPreset, vocab_size: int) -> MUConfig:
     """The model fields of a preset, at the vocabulary the tokenizer reached."""
     names = {f.name for f in dataclasses.fields(MUConfig)} - {"vocab_size"}
     return MUConfig(vocab_size=vocab_size, **{n: getattr(preset, n) for n in names})
-
-
-def loop_config(preset: MUPreset) -> LoopConfig:
-    names = {f.name for f in dataclasses.fields(LoopConfig)}  # the loop's defaults for fields MU does not set
-    return LoopConfig(**{n: getattr(preset, n) for n in names if hasattr(preset, n)})
 
 
 def lm_loss(model: LanguageModel, batch: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -144,13 +136,13 @@ def load_model(directory: str | Path) -> tuple[LanguageModel, Any]:
     directory = Path(directory)
     path = directory / "config.json"
     if not path.exists():
-        raise FileNotFoundError(f"{directory}: not an MU model directory (no config.json)")
+        raise UserError(f"{directory}: not an MU model directory (no config.json)")
     config = json.loads(path.read_text())
     newer = newer_version_note(config.get("smartprice_version"), f"MU model {directory}")
     if newer:
         log.warning("%s", newer)
     if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{directory}: MU model format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise UserError(f"{directory}: MU model format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
     model = build_model(MUConfig(**config["model"]))  # a directory from before arch/gate gets their defaults: MU
     model.load_state_dict(load_file(str(directory / "model.safetensors")))
     model.eval()
@@ -194,8 +186,8 @@ def train_mu(train_files: list[str], valid_files: list[str], out: str | Path, pr
         for prompt, text in sample_texts(m, tokenizer, preset.seed, preset.sample_tokens).items():
             log.info("sample %r -> %r", prompt, text)
 
-    result = train(model, train_set, collate, lm_loss, loop_config(preset), out, evaluate_fn, on_epoch_end,
-                   resume=resume, project_name="mu", run_config=dataclasses.asdict(preset))
+    result = train(model, train_set, collate, lm_loss, preset.loop, out, evaluate_fn, on_epoch_end,
+                   resume=resume, project_name="mu", run_config=dataclasses.asdict(preset), seed=preset.seed)
     if result.best_path is not None:
         from safetensors.torch import load_file
 

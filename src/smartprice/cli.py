@@ -40,8 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"model preset (default: {DEFAULT_PRESET})")
     train.add_argument("--valid", type=Path, help="labelled catalog to score after fitting (never used to fit)")
     train.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a preset field, e.g. --set trees=500, or a blend's inner preset's, e.g. "
-                            "--set fusion.epochs=2 (repeatable; unknown keys are an error; "
+                       help="override a preset field, e.g. --set trees=500; a neural preset's training loop "
+                            "setting, e.g. --set loop.epochs=2; or a blend's inner preset's, e.g. "
+                            "--set fusion.loop.epochs=2 (repeatable; unknown keys are an error; "
                             "'smartprice presets NAME' lists the fields)")
     train.add_argument("--resume", action="store_true",
                        help="neural presets: continue from the last epoch checkpoint in OUT.work/")

@@ -182,7 +182,7 @@ class FusionRegressor:
         """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
         import tempfile
 
-        from trainloop import LoopConfig, train
+        from trainloop import train
 
         p = self.preset
         location, self.tokenizer_, self.encoder_config_ = open_encoder(p.encoder)
@@ -207,19 +207,13 @@ class FusionRegressor:
             score = smape(np.expm1(z), prices[valid_rows])
             return {"valid_smape": score, "score": score}
 
-        steps_per_epoch = max(1, -(-len(train_set) // (p.batch_size * p.grad_accum)))
-        config = LoopConfig(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum, lr=p.lr,
-                            weight_decay=p.weight_decay, warmup_steps=int(round(p.warmup * steps_per_epoch)),
-                            mixed_precision=p.mixed_precision,
-                            num_workers=p.num_workers, seed=p.seed, max_steps_per_epoch=p.max_steps_per_epoch,
-                            time_budget_s=p.time_budget_s, progress=p.progress, log_with=p.log_with)
         lengths = [len(ids[i]) for i in train_rows]
         prepare_for_training(self.net_, p)
         with tempfile.TemporaryDirectory() as scratch:
-            result = train(self.net_, train_set, Collate(self.tokenizer_.pad_token_id or 0), loss_fn, config,
+            result = train(self.net_, train_set, Collate(self.tokenizer_.pad_token_id or 0), loss_fn, p.loop,
                            work_dir or scratch, evaluate_fn, resume=resume,
                            length_of=(lengths.__getitem__ if p.length_grouping else None),
-                           project_name="smartprice", run_config=preset_to_dict(p))
+                           project_name="smartprice", run_config=preset_to_dict(p), seed=p.seed)
             if result.best_path is not None:
                 from safetensors.torch import load_file
 

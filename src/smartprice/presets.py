@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# `--set` overrides live in trainloop (torch-free), shared with mu; re-exported here under the old names.
-from trainloop.overrides import apply_overrides
-from trainloop.overrides import convert_value as _convert  # noqa: F401
+# The loop's settings and `--set` overrides live in trainloop (torch-free), shared with mu.
+from trainloop.config import LoopConfig
+from trainloop.overrides import apply_overrides, get_field
 
 from .errors import ModelDirError, SettingsError
 
@@ -75,29 +75,24 @@ class FusionPreset:
     loss: str = "smape"                   # smape | focal_smape | l1 | huber (the last two on log1p(price))
     focal_gamma: float = 2.0              # focal SMAPE exponent: 2 down-weights rows already priced well
     huber_delta: float = 1.0              # huber threshold on log1p(price)
-    epochs: int = 10                      # passes over the training rows; the best epoch by validation SMAPE is kept
-    batch_size: int = 16                  # listings per micro-batch (published value); x grad_accum = effective batch
-    grad_accum: int = 8                   # effective batch 128
-    lr: float = 3e-4                      # peak AdamW learning rate after warmup (published value), cosine decay after
-    warmup: float = 1.0                   # warmup length in epochs (converted to optimizer steps)
-    weight_decay: float = 0.01            # AdamW decoupled decay on matrices; biases and norms are not decayed
+    loop: LoopConfig = LoopConfig(        # the training loop's settings: --set loop.FIELD=VALUE
+        epochs=10,                        # passes over the training rows; the best epoch by validation SMAPE is kept
+        batch_size=16,                    # listings per micro-batch (published value); x grad_accum = effective batch
+        grad_accum=8,                     # effective batch 128
+        lr=3e-4,                          # peak AdamW learning rate after warmup (published value), cosine decay after
+        warmup=0.1,                       # the published 1 warmup epoch of 10, as a share of the run's optimizer steps
+        num_workers=2,                    # DataLoader workers (persistent, prefetching)
+    )
     eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
     valid_fraction: float = 0.1           # held out of the training rows to keep the best epoch
     # GPU options, each measured on/off by bench/gpu.py; no GPU has run it here yet, so today's defaults stay.
     gradient_checkpointing: bool = True   # trade recompute for memory on the encoder (CUDA only); default unmeasured
     length_grouping: bool = True          # batches of similar length: less padding; on, as before (unmeasured on GPU)
-    mixed_precision: str = "auto"         # "auto" = bf16 (else fp16) on GPUs, fp32 on CPU; or "bf16" / "fp16" / "no"
     attention: str = "sdpa"               # "sdpa" or "eager" kernels; sdpa is transformers' own default (unmeasured);
                                           # DeBERTa-v2/v3 has eager only and falls back with a log line
     compile: bool = False                 # torch.compile the network before training: off as before (unmeasured);
                                           # compiling costs minutes, worth it only if the bench shows a gain
-    num_workers: int = 2                  # DataLoader workers (persistent, prefetching)
-    max_steps_per_epoch: int = 0          # 0 = whole epochs; a cap makes quick checks and benchmarks short
-    time_budget_s: float = 0.0            # 0 = none; else stop cleanly (and checkpoint) after this many seconds
     seed: int = 0                         # seeds weights of the head, the validation split, shuffling and dropout
-    progress: bool = True                 # tqdm bar per epoch with loss and samples/s
-    log_with: str = ""                    # experiment tracker via Accelerate: "mlflow" or "tensorboard"; "" = off
-                                          # (MLflow reads MLFLOW_TRACKING_URI; per-step loss/lr, per-epoch validation)
 
 
 @dataclass(frozen=True)
@@ -107,7 +102,8 @@ class BlendPreset:
     kind: str = "blend"                   # which model family fits this preset
     cpu_preset: str = "cpu"               # the CPU stack
     fusion_preset: str = "minilm"         # the transformer
-    inner: tuple = ()                     # the two presets' overrides, (("fusion.epochs", 2), ...): --set fusion.epochs=2
+    inner: tuple = ()                     # the two presets' overrides, (("fusion.loop.epochs", 2), ...):
+                                          # --set fusion.loop.epochs=2
     valid_fraction: float = 0.15          # rows of train held out to fit the weight (both models refit on all)
     seed: int = 0                         # seeds the held-out split of the weight
 
@@ -121,19 +117,24 @@ PRESETS: dict[str, Any] = {
     # The four published fusion presets (encoder, length, features, head, batch, epochs, lr), head input = 768 + features.
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
-                          dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), epochs=20, batch_size=8, grad_accum=4, lr=1e-4,
-                          warmup=2.0, loss="smape"),
+                          dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), loss="smape",
+                          loop=LoopConfig(epochs=20, batch_size=8, grad_accum=4, lr=1e-4, num_workers=2,
+                                          warmup=0.1)),  # the published 2 warmup epochs of 20
     "fast": FusionPreset(encoder="roberta-base", max_length=256, feature_set=15, head=(512, 256, 128),
-                         norm="layer", activation="relu", dropouts=(0.1, 0.1, 0.1), epochs=15, batch_size=16,
-                         grad_accum=4, lr=2e-4, warmup=1.0, loss="smape"),
+                         norm="layer", activation="relu", dropouts=(0.1, 0.1, 0.1), loss="smape",
+                         loop=LoopConfig(epochs=15, batch_size=16, grad_accum=4, lr=2e-4, num_workers=2,
+                                         warmup=1 / 15)),  # the published 1 warmup epoch of 15
     "blazing": FusionPreset(),
     "optimized": FusionPreset(encoder="microsoft/deberta-v3-small", max_length=256, feature_set=22,
-                              head=(384, 192, 96), dropouts=(0.3, 0.2, 0.1), epochs=25, lr=3e-5, warmup=2.0,
-                              loss="focal_smape", focal_gamma=2.0),
+                              head=(384, 192, 96), dropouts=(0.3, 0.2, 0.1), loss="focal_smape", focal_gamma=2.0,
+                              loop=LoopConfig(epochs=25, batch_size=16, grad_accum=8, lr=3e-5, num_workers=2,
+                                              warmup=0.08)),  # the published 2 warmup epochs of 25
     # Offline, pretrained: all-MiniLM-L6-v2 (hidden 384, 6 layers), mean pooled; sized for a CPU.
     "minilm": FusionPreset(encoder="minilm", max_length=128, feature_set=25, head=(256, 64), dropouts=(0.1, 0.1),
-                           epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.3, loss="l1",  # bench/losses.py
-                           gradient_checkpointing=False, num_workers=0),
+                           loss="l1",  # bench/losses.py
+                           loop=LoopConfig(epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.1),  # 0.3 of 3 epochs
+
+                           gradient_checkpointing=False),
     "blend": BlendPreset(),
 }
 DEFAULT_PRESET = "cpu"
@@ -189,7 +190,7 @@ def _with_inner(preset: Any, name: str, dotted: Mapping[str, Any]) -> Any:
             raise SettingsError(f"unknown {prefix}_preset {target!r}; choose one of {', '.join(sorted(PRESETS))}")
         label = f"preset {target!r} (--set {prefix}.FIELD=VALUE of preset {name!r})"
         resolved = apply_overrides(PRESETS[target], {**inner_overrides(preset, prefix), **fields}, label)
-        pairs.update({f"{prefix}.{field}": getattr(resolved, field) for field in fields})
+        pairs.update({f"{prefix}.{field}": get_field(resolved, field) for field in fields})
     return dataclasses.replace(preset, inner=tuple(pairs.items()))
 
 
@@ -205,7 +206,7 @@ def preset_to_dict(preset: Any) -> dict[str, Any]:
 
 
 def preset_from_dict(data: Mapping[str, Any]) -> Any:
-    """Rebuild a preset saved with a model (its class is chosen by `kind`)."""
+    """Rebuild a preset saved with a model (its class is chosen by `kind`); older layouts are migrated."""
     kinds = {p.kind: type(p) for p in PRESETS.values()}
     cls = kinds.get(data.get("kind", ""))
     if cls is None:
@@ -213,8 +214,42 @@ def preset_from_dict(data: Mapping[str, Any]) -> Any:
     if data.get("fusion_sets"):  # written before `inner` existed: "epochs=2;max_length=96"
         pairs = (pair.split("=", 1) for pair in data["fusion_sets"].split(";") if "=" in pair)
         data = {**data, "inner": [[f"fusion.{k.strip()}", v.strip()] for k, v in pairs]}
+    data = _nest_loop_fields(cls, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    return cls(**{k: _tuples(v) if isinstance(getattr(cls(), k), tuple) else v for k, v in data.items() if k in fields})
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            continue
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            known = {f.name for f in dataclasses.fields(default)}
+            value = dataclasses.replace(default, **{k: _tuples(v) for k, v in value.items() if k in known})
+        values[key] = _tuples(value) if isinstance(default, tuple) else value
+    return cls(**values)
+
+
+def _nest_loop_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved before the loop's settings were nested: flat `epochs`, `warmup` (in epochs), ... into `loop`.
+
+    A blend's inner overrides (`fusion.epochs`) become `fusion.loop.epochs` the same way.
+    """
+    loop_fields = {f.name for f in dataclasses.fields(LoopConfig)}
+    data = dict(data)
+    if "loop" in {f.name for f in dataclasses.fields(cls)} and "loop" not in data:
+        flat = {key: data.pop(key) for key in list(data) if key in loop_fields}
+        if "warmup" in flat:  # then a number of epochs
+            flat["warmup"] = min(0.5, float(flat["warmup"]) / max(1, int(flat.get("epochs", 1))))
+        data["loop"] = flat
+    if data.get("inner"):
+        moved = loop_fields - {f.name for f in dataclasses.fields(FusionPreset)}
+        inner = {key: value for key, value in data["inner"]}
+        target = PRESETS.get(data.get("fusion_preset", ""), FusionPreset())
+        epochs = int(inner.get("fusion.epochs", getattr(getattr(target, "loop", None), "epochs", 1)))
+        if "fusion.warmup" in inner:  # then a number of epochs
+            inner["fusion.warmup"] = min(0.5, float(inner["fusion.warmup"]) / max(1, epochs))
+        data["inner"] = [[f"fusion.loop.{key[len('fusion.'):]}" if key.startswith("fusion.")
+                          and key[len("fusion."):] in moved else key, value] for key, value in inner.items()]
+    return data
 
 
 def _tuples(value: Any) -> Any:

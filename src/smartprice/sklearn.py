@@ -6,7 +6,9 @@
     >>> GridSearchCV(PriceRegressor(), {"trees": [300, 600]}, scoring=smape_scorer).fit(texts, prices)
 
 The parameters are `preset` and every field of that preset (`get_params` lists them with their
-current values); `set_params` checks keys against the preset's fields. Predictions are the ones
+current values); `set_params` checks keys against the preset's fields. A neural preset's training
+loop is one parameter, `loop`, whose fields are reached the scikit-learn way: `loop__epochs=2`
+(`GridSearchCV(PriceRegressor("minilm"), {"loop__lr": [1e-4, 3e-4]})`). Predictions are the ones
 `PricePredictor` gives with the same preset and overrides.
 """
 
@@ -70,11 +72,20 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
 
     def __init__(self, preset: str = DEFAULT_PRESET, **fields: Any) -> None:
         self.preset = preset
-        self._fields = fields  # the preset fields given, stored as given (clone checks identity)
+        # The preset fields given, stored as given (clone checks identity); `loop__epochs=2` folded into `loop`.
+        self._fields = _fold_nested(preset, fields) if any("__" in key for key in fields) else fields
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """`preset` and every field of that preset with its current value (given, else the preset's)."""
-        return {"preset": self.preset, **{k: self._fields.get(k, v) for k, v in _preset_fields(self.preset).items()}}
+        """`preset` and every field of that preset with its current value (given, else the preset's).
+
+        With `deep`, the fields of nested settings too, as `loop__epochs`.
+        """
+        params = {"preset": self.preset, **{k: self._fields.get(k, v) for k, v in _preset_fields(self.preset).items()}}
+        if deep:
+            for key, value in list(params.items()):
+                if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                    params.update({f"{key}__{f.name}": getattr(value, f.name) for f in dataclasses.fields(value)})
+        return params
 
     def set_params(self, **params: Any) -> PriceRegressor:
         """Set `preset` and/or preset fields; a key that is not a field of the preset is a ValueError.
@@ -87,6 +98,8 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
             self.preset = params["preset"]
         params.pop("preset", None)
         valid = _preset_fields(self.preset)
+        if any("__" in key for key in params):
+            params = _fold_nested(self.preset, params, self._fields)
         unknown = sorted(set(params) - set(valid))
         if unknown:
             raise ValueError(f"PriceRegressor: unknown parameter(s) {', '.join(unknown)} for preset {self.preset!r}; "
@@ -131,6 +144,28 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         return tags
+
+
+def _fold_nested(preset: str, fields: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`loop__epochs=2` -> `loop` with epochs 2 (from the given `loop`, else `current`'s, else the preset's)."""
+    defaults, current = _preset_fields(preset), current or {}
+    folded = {k: v for k, v in fields.items() if "__" not in k}
+    for key, value in fields.items():
+        head, _, name = key.partition("__")
+        if not name:
+            continue
+        base = folded.get(head, current.get(head, defaults.get(head)))
+        if not (dataclasses.is_dataclass(base) and name in {f.name for f in dataclasses.fields(base)}):
+            raise ValueError(f"PriceRegressor: unknown parameter {key} for preset {preset!r}; "
+                             f"nested parameters are {', '.join(_nested_names(defaults)) or 'none'}")
+        folded[head] = dataclasses.replace(base, **{name: value})
+    return folded
+
+
+def _nested_names(fields: dict[str, Any]) -> list[str]:
+    """`loop__epochs`, ...: the nested parameters of a preset's fields."""
+    return [f"{key}__{f.name}" for key, value in fields.items()
+            if dataclasses.is_dataclass(value) and not isinstance(value, type) for f in dataclasses.fields(value)]
 
 
 def _same(a: Any, b: Any) -> bool:

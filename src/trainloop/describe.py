@@ -5,6 +5,8 @@ and the reason for each value is the trailing comment on its line, read with `to
 module that defines the table:
 
 - a field's reason is the comment on its line in the dataclass (`max_length: int = 256  # why`);
+  settings nested in a field (`loop: LoopConfig = LoopConfig(epochs=10,  # why`) are rows of their
+  own (`loop.epochs`), their reasons from that line, else from the nested class;
 - where a named preset changes a field (`"minilm": FusionPreset(..., loss="l1",  # why`), the
   comment on that line is the reason for that preset's value;
 - a comment on a one-line entry, or comment lines just above an entry, are notes on the preset.
@@ -65,7 +67,11 @@ def _comments(source: str) -> dict[int, tuple[str, bool]]:
 
 
 def field_reasons(cls: type) -> dict[str, str]:
-    """Field -> trailing comment of its line in the dataclass `cls` (and its dataclass bases)."""
+    """Field -> trailing comment of its line in the dataclass `cls` (and its dataclass bases).
+
+    A field whose default is a call spread over lines (`loop: LoopConfig = LoopConfig(epochs=10,  # why`)
+    also gives `loop.epochs` the comment on the line of that keyword.
+    """
     reasons: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass) or klass is object:
@@ -75,8 +81,14 @@ def field_reasons(cls: type) -> dict[str, str]:
         class_node = ast.parse(source).body[0]
         for node in getattr(class_node, "body", []):
             if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-                text, trailing = comments.get(node.end_lineno or node.lineno, ("", False))
-                reasons[node.target.id] = text if trailing else ""
+                name = node.target.id
+                line = node.lineno if isinstance(node.value, ast.Call) else node.end_lineno or node.lineno
+                text, trailing = comments.get(line, ("", False))
+                reasons[name] = text if trailing else ""
+                for keyword in node.value.keywords if isinstance(node.value, ast.Call) else []:
+                    text, trailing = comments.get(keyword.value.end_lineno or keyword.value.lineno, ("", False))
+                    if trailing and keyword.arg:
+                        reasons[f"{name}.{keyword.arg}"] = text
     return reasons
 
 
@@ -102,16 +114,18 @@ def table_notes(module: ModuleType, table: str = "PRESETS") -> dict[str, TableNo
             above.insert(0, comments[line][0])
             line -= 1
         whole, fields = list(above), {}
-        keywords = value.keywords if isinstance(value, ast.Call) else []
+        keywords = [(k.arg, k) for k in value.keywords if k.arg] if isinstance(value, ast.Call) else []
+        keywords += [(f"{name}.{k.arg}", k) for name, outer in list(keywords) if isinstance(outer.value, ast.Call)
+                     for k in outer.value.keywords if k.arg]  # nested settings: `loop=LoopConfig(epochs=20,  # why`
         for line in range(key.lineno, (value.end_lineno or value.lineno) + 1):
             text, trailing = comments.get(line, ("", False))
             if not trailing:
                 continue
-            ending_here = [k for k in keywords if k.arg and (k.value.end_lineno or k.value.lineno) == line]
+            ending_here = [name for name, k in keywords if (k.value.end_lineno or k.value.lineno) == line]
             if value.lineno == value.end_lineno or not ending_here:
                 whole.append(text)  # a one-line entry's comment speaks for the whole preset
             else:
-                fields[ending_here[-1].arg] = text
+                fields[ending_here[-1]] = text
         notes[key.value] = TableNotes(tuple(whole), fields)
         previous_end = value.end_lineno or value.lineno
     return notes
@@ -155,17 +169,27 @@ def describe_fields(module: ModuleType, name: str) -> list[list[str]]:
     the comment on its line in the table, else the default and the class comment for context.
     """
     preset = module.PRESETS[name]
-    reasons = field_reasons(type(preset))
-    set_here = table_notes(module).get(name, TableNotes()).fields
+    return _field_rows(preset, type(preset)(), field_reasons(type(preset)),
+                       table_notes(module).get(name, TableNotes()).fields, "")
+
+
+def _field_rows(preset: Any, defaults: Any, reasons: Mapping[str, str], set_here: Mapping[str, str],
+                prefix: str) -> list[list[str]]:
+    """[field, value, reason] rows of `preset` against the class defaults; nested settings as `loop.FIELD` rows."""
     rows = []
     for f in dataclasses.fields(preset):
-        value = getattr(preset, f.name)
-        reason = reasons.get(f.name, "")
-        default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-        if default is not dataclasses.MISSING and value != default:
-            reason = set_here.get(f.name) or f"set by this preset; default {format_value(default)}" + (
+        key, value, default = prefix + f.name, getattr(preset, f.name), getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            own = {f"{key}.{k}": v for k, v in field_reasons(type(value)).items()}
+            rows += _field_rows(value, default, {**own, **reasons}, set_here, f"{key}.")
+            continue
+        reason = reasons.get(key, "")
+        if key in set_here:  # the preset's own line says why, even where it repeats the default
+            reason = set_here[key]
+        elif value != default:
+            reason = set_here.get(key) or f"set by this preset; default {format_value(default)}" + (
                 f": {reason}" if reason else "")
-        rows.append([f.name, format_value(value), reason or "-"])
+        rows.append([key, format_value(value), reason or "-"])
     return rows
 
 
@@ -207,6 +231,10 @@ def render_preset(module: ModuleType, name: str, needs: Callable[[Any], str], co
     lines += [f"note: {note}" for note in table_notes(module).get(name, TableNotes()).notes if note not in purpose]
     lines += ["", render_table(["field", "value", "reason"], describe_fields(module, name)), ""]
     lines.append(f"override with `{command} train ... --preset {name} --set FIELD=VALUE` (unknown fields are an error)")
+    for f in dataclasses.fields(preset):
+        if dataclasses.is_dataclass(getattr(preset, f.name)):
+            lines.append(f"its {f.name} settings: `--set {f.name}.FIELD=VALUE`, e.g. "
+                         f"--set {f.name}.{dataclasses.fields(getattr(preset, f.name))[0].name}=VALUE")
     inner = [f.name[: -len("_preset")] for f in dataclasses.fields(preset) if f.name.endswith("_preset")]
     for prefix in inner:
         target = getattr(preset, f"{prefix}_preset")

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .config import LoopConfig, warmup_steps
 from .errors import SettingError
 
 log = logging.getLogger(__name__)
@@ -36,29 +37,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint"
 TENSORBOARD_DIR = "runs"  # log_with=tensorboard: event files under ./runs/PROJECT (tensorboard --logdir runs)
 BEST_WEIGHTS = "best.safetensors"
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """Training-loop settings; each model family's presets fill these in."""
-
-    epochs: int = 3                    # passes over the training set
-    batch_size: int = 8                # micro-batch per process
-    grad_accum: int = 4                # micro-batches per optimizer step
-    lr: float = 3e-4                   # peak learning rate after warmup
-    weight_decay: float = 0.01         # AdamW decoupled weight decay
-    warmup_steps: int = 500            # cap on the optimizer steps (not micro-batches) of linear warmup
-    warmup_fraction: float = 0.1       # warmup is at most this share of the run's optimizer steps: short runs still peak
-    schedule: str = "cosine"           # decay after warmup: "cosine" or "linear"
-    max_grad_norm: float = 1.0         # clip the global gradient norm
-    mixed_precision: str = "auto"      # "auto": bf16 on GPUs that have it, else fp16 with scaling; "no" on CPU
-    num_workers: int = 0               # DataLoader worker processes (persistent, prefetching when > 0)
-    seed: int = 0                      # seeds init, shuffling and dropout
-    max_steps_per_epoch: int = 0       # 0 = whole epoch; else stop each epoch after this many micro-batches
-    time_budget_s: float = 0.0         # 0 = none; else stop cleanly (and checkpoint) after this many seconds
-    progress: bool = True              # tqdm bar with it/s and samples/s (GPU memory/utilisation on CUDA)
-    log_with: str = ""                 # Accelerate tracker: "mlflow" (reads MLFLOW_TRACKING_URI) or "tensorboard"
-                                       # (writes ./runs); "" or "none" = off
 
 
 @dataclass
@@ -91,11 +69,6 @@ def _lr_lambda(warmup: int, total: int, schedule: str) -> Callable[[int], float]
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
-
-
-def warmup_steps(config: LoopConfig, total_steps: int) -> int:
-    """Warmup sized to the run: `warmup_fraction` of its optimizer steps, never more than `warmup_steps`."""
-    return max(1, min(config.warmup_steps, round(config.warmup_fraction * total_steps)))
 
 
 def latest_checkpoint(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -143,6 +116,17 @@ def _tracker(log_with: str) -> str | None:
     return name
 
 
+def tracker_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Run parameters as a tracker takes them: nested settings as dotted keys (`loop.epochs`), scalars kept."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(tracker_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
 def _gpu_status() -> str:
     if not torch.cuda.is_available():
         return ""
@@ -168,11 +152,13 @@ def train(
     param_groups: Callable[[torch.nn.Module], list[dict[str, Any]]] | None = None,
     project_name: str = "trainloop",
     run_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
 ) -> TrainResult:
     """Train `model` in place and return per-epoch metrics; see the module docstring.
 
     `length_of(i)`, when given, is the length of example i: batches are then drawn from length-sorted
     buckets so padding stays small. `param_groups` overrides the default decay/no-decay split.
+    `seed` seeds shuffling, dropout and the loader (the caller's preset seed: one seed per run).
     With `config.log_with`, the tracker gets `run_config` (default: the loop config) as run parameters
     under experiment `project_name`, loss and learning rate per optimizer step, and each epoch's metrics.
     """
@@ -190,9 +176,8 @@ def train(
     )
     if tracker:  # run parameters: the preset's fields, as strings where a tracker takes scalars only
         params = dict(run_config) if run_config is not None else dataclasses.asdict(config)
-        accelerator.init_trackers(project_name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
-                                                        for k, v in params.items()})
-    set_seed(config.seed)
+        accelerator.init_trackers(project_name, config=tracker_params(params))
+    set_seed(seed)
     if torch.cuda.is_available():  # TF32 matmuls and cuDNN autotuning: free speed on Ampere and newer
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -201,21 +186,22 @@ def train(
 
     from .sampling import EpochSampler
 
-    sampler = EpochSampler(len(train_set), config.batch_size, config.seed, length_of)
+    sampler = EpochSampler(len(train_set), config.batch_size, seed, length_of)
     workers = config.num_workers
     # The loader's own generator: its iterator draws the workers' base seed from it, not from the
     # global RNG that dropout uses (see the module docstring; this broke resume with workers).
     loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
                         pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
                         prefetch_factor=4 if workers > 0 else None,
-                        generator=torch.Generator().manual_seed(config.seed))
+                        generator=torch.Generator().manual_seed(seed))
     groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
     optimizer = make_adamw(groups, config.lr, config.weight_decay)
     micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
     total_steps = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
     warmup = warmup_steps(config, total_steps)
-    log.info("schedule: %d optimizer steps, %d of linear warmup (cap %d, %.0f%% of the run), then %s decay",
-             total_steps, warmup, config.warmup_steps, 100 * config.warmup_fraction, config.schedule)
+    cap = f", capped at {config.warmup_max_steps}" if config.warmup_max_steps else ""
+    log.info("schedule: %d optimizer steps, %d of linear warmup (%.0f%% of the run%s), then %s decay",
+             total_steps, warmup, 100 * config.warmup, cap, config.schedule)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps, config.schedule))
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     accelerator.register_for_checkpointing(scheduler)  # stepped by hand, once per optimizer step

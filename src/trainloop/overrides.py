@@ -2,7 +2,8 @@
 
 Torch-free on purpose: `smartprice`'s CPU path and `mu --help` parse `--set` without loading torch.
 A preset is a frozen dataclass; an override is `dataclasses.replace` with the string converted to
-the field's type, and an unknown key is an error that lists the valid ones.
+the field's type, and an unknown key is an error that lists the valid ones. Settings nested in a
+preset (the training loop's, `loop`) take dotted keys: `--set loop.epochs=3`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from .errors import SettingError
 
-__all__ = ["apply_overrides", "convert_value", "parse_sets"]
+__all__ = ["apply_overrides", "convert_value", "get_field", "parse_sets", "setting_names"]
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
@@ -52,18 +53,73 @@ def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str
                     fixed: Collection[str] = ("kind",)) -> Any:
     """`dataclasses.replace` with type conversion of strings; unknown keys raise SettingError.
 
+    A field that holds settings of its own (a preset's `loop`) is reached with dotted keys
+    (`loop.epochs`), or given whole: a mapping of its fields, or an instance of its class.
     `fixed` names fields that select a preset's family (smartprice's `kind`): changing one would
     mix one family's values with another's code, so it is refused with a pointer to the presets.
     """
-    overrides = dict(overrides or {})
+    return _apply(preset, dict(overrides or {}), label, fixed, "")
+
+
+def get_field(preset: Any, key: str) -> Any:
+    """The value of `key` in a preset, dotted keys reaching into nested settings (`loop.epochs`)."""
+    for part in key.split("."):
+        preset = getattr(preset, part)
+    return preset
+
+
+def setting_names(preset: Any, prefix: str = "") -> list[str]:
+    """Every key `--set` accepts for a preset, nested settings as dotted keys (`loop.epochs`)."""
+    names = []
+    for f in dataclasses.fields(preset):
+        value = getattr(preset, f.name)
+        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
+        names += setting_names(value, f"{prefix}{f.name}.") if nested else [f"{prefix}{f.name}"]
+    return names
+
+
+def _nested(preset: Any) -> set[str]:
+    """The fields of `preset` that hold a settings dataclass of their own."""
+    return {f.name for f in dataclasses.fields(preset)
+            if dataclasses.is_dataclass(getattr(preset, f.name)) and not isinstance(getattr(preset, f.name), type)}
+
+
+def _apply(preset: Any, overrides: dict[str, Any], label: str, fixed: Collection[str], prefix: str) -> Any:
     fields = {f.name for f in dataclasses.fields(preset)}
-    unknown = sorted(set(overrides) - fields)
+    nested = _nested(preset)
+    flat: dict[str, Any] = {}
+    inner: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        head, dot, rest = key.partition(".")
+        if dot and head in nested:
+            inner.setdefault(head, {})[rest] = value
+        else:
+            flat[key] = value
+    unknown = sorted(set(flat) - fields)
     if unknown:
-        raise SettingError(f"unknown preset field(s) {', '.join(unknown)} for {label}; valid fields: {', '.join(sorted(fields))}")
+        shown = ", ".join(prefix + key for key in unknown)
+        valid = ", ".join(sorted(setting_names(preset, prefix)))
+        hint = "".join(f"; {key} is a {name} setting: --set {prefix}{name}.{key}=VALUE"
+                       for key in unknown for name in sorted(nested)
+                       if key in {f.name for f in dataclasses.fields(getattr(preset, name))})
+        raise SettingError(f"unknown preset field(s) {shown} for {label}{hint}; valid fields: {valid}")
     for name in fixed:
-        if name in overrides:
+        if name in flat:
             raise SettingError(f"'{name}' is fixed by the preset; choose another preset instead")
-    converted = {k: convert_value(v, type(getattr(preset, k)), k) for k, v in overrides.items()}
+    converted = {}
+    for key, value in flat.items():
+        current = getattr(preset, key)
+        if key not in nested:
+            converted[key] = convert_value(value, type(current), prefix + key)
+        elif isinstance(value, Mapping):
+            converted[key] = _apply(current, dict(value), label, (), f"{prefix}{key}.")
+        elif isinstance(value, type(current)):
+            converted[key] = value
+        else:
+            raise SettingError(f"{prefix}{key}: set its fields one by one, e.g. --set {prefix}{key}."
+                               f"{dataclasses.fields(current)[0].name}=VALUE")
+    for key, values in inner.items():
+        converted[key] = _apply(converted.get(key, getattr(preset, key)), values, label, (), f"{prefix}{key}.")
     return dataclasses.replace(preset, **converted)
 
 
