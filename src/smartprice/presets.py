@@ -189,7 +189,8 @@ def _with_inner(preset: Any, name: str, dotted: Mapping[str, Any]) -> Any:
         if target not in PRESETS:
             raise SettingsError(f"unknown {prefix}_preset {target!r}; choose one of {', '.join(sorted(PRESETS))}")
         label = f"preset {target!r} (--set {prefix}.FIELD=VALUE of preset {name!r})"
-        resolved = apply_overrides(PRESETS[target], {**inner_overrides(preset, prefix), **fields}, label)
+        resolved = apply_overrides(PRESETS[target], {**inner_overrides(preset, prefix), **fields}, label,
+                                   prefix=f"{prefix}.")
         pairs.update({f"{prefix}.{field}": get_field(resolved, field) for field in fields})
     return dataclasses.replace(preset, inner=tuple(pairs.items()))
 

@@ -50,15 +50,16 @@ def convert_value(value: Any, target: Any, key: str) -> Any:
 
 
 def apply_overrides(preset: Any, overrides: Mapping[str, Any] | None, label: str,
-                    fixed: Collection[str] = ("kind",)) -> Any:
+                    fixed: Collection[str] = ("kind",), prefix: str = "") -> Any:
     """`dataclasses.replace` with type conversion of strings; unknown keys raise SettingError.
 
     A field that holds settings of its own (a preset's `loop`) is reached with dotted keys
     (`loop.epochs`), or given whole: a mapping of its fields, or an instance of its class.
     `fixed` names fields that select a preset's family (smartprice's `kind`): changing one would
     mix one family's values with another's code, so it is refused with a pointer to the presets.
+    `prefix` is how the user reaches this preset's keys (a blend's `fusion.`), for the messages.
     """
-    return _apply(preset, dict(overrides or {}), label, fixed, "")
+    return _apply(preset, dict(overrides or {}), label, fixed, prefix)
 
 
 def get_field(preset: Any, key: str) -> Any:
