@@ -61,7 +61,7 @@ MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed b
 MAX_BATCH_ROWS = 32                # merge concurrent requests up to this many rows per model call (~0.1 s)
 MAX_ERRORS_SHOWN = 5               # validation errors spelled out in one message
 WARM_UP_LISTING = "Item Name: Warm-up Coffee Beans, 12 Ounce (Pack of 2)\nValue: 24.0\nUnit: Ounce\n"
-WARM_UP_ROWS = (1, 1000)  # one listing, and a batch as large as the CPU model's batch path (cpu/stack.py BATCH_ROWS)
+WARM_UP_ROWS = (1, 1000)  # one listing, and a batch: the small-request path and the one shared with worker processes
 
 
 # --- request and response bodies ---------------------------------------------------------------
@@ -180,6 +180,9 @@ def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
     saved = read_config(model_dir)  # missing / truncated / foreign directories: its own messages
     try:
         predictor = PricePredictor.load(model_dir)
+        # Requests of up to MAX_ITEMS rows will come: the CPU model starts its worker processes now, and
+        # batches share them, so a batch uses every core even when one server process holds every client.
+        predictor.expect_rows(MAX_ITEMS)
         for rows in WARM_UP_ROWS:  # both the small-request and the batch path, so no request pays a first load
             prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING] * rows}))
             if not (len(prices) == rows and np.isfinite(prices).all() and (prices > 0).all()):

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 PROCESSES_ENV = "SMARTPRICE_PROCESSES"  # processes for one large predict (default: the preset's threads); 1 = none,
                                         # for hosts that run one predict per core themselves (Spark executors)
 MIN_ROWS = 2_000      # below this, starting a worker (~1 s) costs more than it saves
-PIECE_ROWS = 400      # rows a piece: small enough to balance the processes, large enough to amortise the pipe
+WARM_MIN_ROWS = 256   # ... but once workers run (a server started them), inputs from here are shared with them
+PIECE_ROWS = 400      # rows a piece at most: large enough to amortise the pipe (~1 ms a piece) ...
+MIN_PIECE_ROWS = 64   # ... and cut smaller for smaller inputs, so that every process gets several pieces
 
 
 class Worker:
@@ -87,7 +89,8 @@ class Pool:
     def run(self, model: Any, texts: list[str], final: bool) -> np.ndarray:
         """Dense rows (or, `final`, log prices) of `texts`, pieces shared between this process and the workers."""
         work = model.score if final else model.dense
-        pieces = deque(enumerate(texts[i:i + PIECE_ROWS] for i in range(0, len(texts), PIECE_ROWS)))
+        size = min(PIECE_ROWS, max(MIN_PIECE_ROWS, -(-len(texts) // (4 * (len(self.workers) + 1)))))
+        pieces = deque(enumerate(texts[i:i + size] for i in range(0, len(texts), size)))
         out: dict[int, np.ndarray] = {}
         failed: list[BaseException] = []
         take = threading.Lock()
@@ -165,9 +168,11 @@ def _close_pool() -> None:
 def _workers(model: Any, rows: int) -> int:
     """Worker processes a predict of `rows` listings uses (0: all in this process)."""
     workers = int(os.environ.get(PROCESSES_ENV) or model.preset.threads) - 1
-    if (workers < 1 or rows < MIN_ROWS or getattr(model, "directory_", None) is None
+    if (workers < 1 or rows < WARM_MIN_ROWS or getattr(model, "directory_", None) is None
             or "emb" in model.preset.knn_views):
         return 0  # torch (the "emb" view) is left out: it uses every core itself
+    if rows < MIN_ROWS and (_POOL is None or _POOL.key != _key(model, workers)):
+        return 0  # not worth starting workers for, but worth sharing with running ones
     return workers
 
 

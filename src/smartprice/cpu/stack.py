@@ -20,7 +20,7 @@ import numpy as np
 from ..modelio import ModelDirError
 from ..presets import CpuPreset
 from .level1 import DENSE_FEATURES, Level1, Listings, check_knn_views, parse, view_spec
-from .trees import TreeArrays
+from .trees import NativeTrees, TreeArrays
 from .views import TextViews
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 LAYOUT = 2  # version of this directory layout; 1 = the single-file neighbour search of smartprice <= 0.1 models
 ARRAYS_FILE = "cpu_model.npz"
 LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
-BATCH_ROWS = 10_000  # from here LightGBM itself scores (its import, ~0.6 s, pays off); below, TreeArrays (~0.1 ms a row)
+BATCH_ROWS = 10_000  # from here the trees score on `threads` threads, all rows at once (below: per piece, one thread)
 RETRAIN = "it was saved by an older smartprice whose CPU model layout this version cannot read; retrain it"
 
 
@@ -75,6 +75,7 @@ class CpuStack:
         self.booster_ = lgb.train(self._lgb_params(len(y)), lgb.Dataset(dense, y, feature_name=names, free_raw_data=True),
                                   num_boost_round=p.trees)
         self.trees_ = TreeArrays.from_booster(self.booster_)
+        self.native_ = NativeTrees.from_model_string(self.booster_.model_to_string())
         return self
 
     # --- predicting -------------------------------------------------------------------------
@@ -96,16 +97,32 @@ class CpuStack:
         from .parallel import in_pool
 
         texts = list(texts)
-        if len(texts) < BATCH_ROWS:  # each piece scored to the end where it was parsed (tree arrays)
+        if len(texts) < BATCH_ROWS:  # each piece scored to the end where it was parsed
             log_price = in_pool(self, texts, final=True)
             return log_price if log_price is not None else self.score(texts)
-        dense = in_pool(self, texts, final=False)  # LightGBM once, on all rows, in this process
+        dense = in_pool(self, texts, final=False)  # the trees once, on all rows, in this process
         dense = dense if dense is not None else self.dense(texts)
+        trees = self.trees()
+        if isinstance(trees, NativeTrees):
+            return trees.predict(dense, threads=self.preset.threads)
         return np.asarray(self._booster().predict(dense, num_threads=self.preset.threads), dtype=np.float64)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        """Predicted log1p(price) computed here, with the tree arrays (what one piece of a predict does)."""
-        return self.trees_.predict(self.dense(texts))
+        """Predicted log1p(price) computed here, on one thread (what one piece of a predict does)."""
+        return self.trees().predict(self.dense(texts))
+
+    def trees(self) -> NativeTrees | TreeArrays:
+        """What scores the trees: LightGBM's C library (trees.NativeTrees) where it opens, else the tree arrays."""
+        native = getattr(self, "native_", False)
+        if native is False:  # a loaded model: read the saved booster on first use (~5 ms)
+            try:
+                native = NativeTrees.from_model_string((self.directory_ / "lightgbm.txt").read_text(encoding="utf-8"))
+            except (OSError, RuntimeError, UnicodeDecodeError) as exc:  # modelio checked the file: not expected
+                log.warning("LightGBM's C library cannot read %s (%s); scoring with the tree arrays",
+                            self.directory_ / "lightgbm.txt", exc)
+                native = None
+            self.native_ = native
+        return native or self.trees_
 
     def expect_rows(self, rows: int) -> None:
         """A hint that about `rows` listings will be predicted: start worker processes now if they will be used."""
@@ -152,7 +169,7 @@ class CpuStack:
         booster = self._booster()
         dense = self.dense(texts)
         values = np.asarray(booster.predict(dense, pred_contrib=True, num_threads=1), dtype=np.float64)
-        return self.trees_.predict(dense), values, [*booster.feature_name(), "bias"]
+        return self.trees().predict(dense), values, [*booster.feature_name(), "bias"]
 
     def feature_importance(self) -> dict[str, float]:
         """Total LightGBM gain per feature, largest first."""
@@ -161,7 +178,7 @@ class CpuStack:
         return dict(sorted(zip(booster.feature_name(), map(float, gains)), key=lambda item: -item[1]))
 
     def _booster(self) -> Any:
-        """The LightGBM booster (large batches and explanations; small ones use TreeArrays), read on first use."""
+        """The `lightgbm` package's booster (explanations; batches where the C library cannot be opened), read on first use."""
         if not hasattr(self, "booster_"):
             import lightgbm as lgb
 

@@ -1,16 +1,26 @@
-"""LightGBM's fitted trees as flat arrays, evaluated with numpy: all trees step together, one level a step.
+"""Scoring LightGBM's fitted trees without importing the `lightgbm` package (~0.9 s, with scikit-learn).
 
-Predicting then needs neither LightGBM nor its import (~1 s with scikit-learn, which it imports),
-and one listing costs a few hundred microseconds with no per-call thread start-up. The arrays come
-from LightGBM's own model dump, and tests check that the sums equal `Booster.predict` (to 1e-9).
-Only numerical `<=` splits occur in the CPU model (no categorical features).
+- `NativeTrees`: LightGBM's own C library (the `lib_lightgbm` that the installed package ships),
+  called through its C API with ctypes: 15 us a listing, 4x quicker than the arrays below.
+- `TreeArrays`: the trees as flat arrays evaluated with numpy, all trees stepping together one
+  level at a time; the fallback where the library cannot be opened, and what the model saves.
+
+Both equal `Booster.predict` (tests check it to 1e-9). Only numerical `<=` splits occur in the CPU
+model (no categorical features).
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
+import logging
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 ROWS_PER_STEP = 256  # rows evaluated together: their (rows x trees) index arrays stay in cache
 
@@ -75,8 +85,8 @@ class TreeArrays:
     def from_arrays(cls, arrays: Any) -> TreeArrays:
         return cls({name: arrays[f"tree_{name}"] for name in cls.FIELDS})
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Raw scores (n,) of rows of `features` (n, columns), float64."""
+    def predict(self, features: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Raw scores (n,) of rows of `features` (n, columns), float64 (one thread: `threads` is ignored)."""
         features = np.asarray(features, dtype=np.float64)
         out = np.empty(len(features))
         for start in range(0, len(features), ROWS_PER_STEP):
@@ -122,6 +132,82 @@ class TreeArrays:
         self._child = np.stack([self.left.ravel(), self.right.ravel()], axis=1).ravel().astype(np.int32)
         self._missing, self._default_left = self.missing.ravel(), self.default_left.ravel()
         self._leaf_value = self.leaf_value.ravel()
+
+
+C_API_DTYPE_FLOAT64, C_API_PREDICT_RAW_SCORE = 1, 1  # LightGBM's c_api.h
+
+
+@lru_cache(maxsize=1)
+def native_library() -> ctypes.CDLL | None:
+    """The installed lightgbm package's C library, opened without importing the package; None if absent."""
+    try:
+        spec = importlib.util.find_spec("lightgbm")
+    except (ImportError, ValueError):
+        return None
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for path in sorted([*Path(root).glob("lib/lib_lightgbm.*"), *Path(root).glob("bin/lib_lightgbm.*")]):
+            try:
+                library = ctypes.cdll.LoadLibrary(str(path))
+            except OSError as exc:
+                log.debug("cannot open %s: %s", path, exc)
+                continue
+            library.LGBM_GetLastError.restype = ctypes.c_char_p
+            return library
+    return None
+
+
+class NativeTrees:
+    """A model's trees in LightGBM's C library (see the module docstring); `predict` is safe from any thread."""
+
+    def __init__(self, library: ctypes.CDLL, handle: ctypes.c_void_p, features: int, model: str) -> None:
+        self.library, self.handle, self.features, self.model = library, handle, features, model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the model text (a C handle cannot be); None where the library cannot be opened."""
+        return NativeTrees.from_model_string, (self.model,)
+
+    @classmethod
+    def from_model_string(cls, model: str) -> NativeTrees | None:
+        """Load a model saved by `Booster.save_model` / `model_to_string`; None without the library."""
+        library = native_library()
+        if library is None:
+            return None
+        handle, iterations = ctypes.c_void_p(), ctypes.c_int(0)
+        _check(library, library.LGBM_BoosterLoadModelFromString(model.encode("utf-8"), ctypes.byref(iterations),
+                                                                 ctypes.byref(handle)))
+        features = ctypes.c_int(0)
+        _check(library, library.LGBM_BoosterGetNumFeature(handle, ctypes.byref(features)))
+        return cls(library, handle, features.value, model)
+
+    def predict(self, features: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Raw scores (n,) of rows of `features` (n, columns), float64."""
+        data = np.ascontiguousarray(features, dtype=np.float64)
+        rows, columns = data.shape
+        if columns != self.features:
+            raise ValueError(f"the trees read {self.features} features, got {columns}")
+        out = np.empty(rows, dtype=np.float64)
+        if rows == 0:
+            return out
+        written = ctypes.c_int64(0)
+        _check(self.library, self.library.LGBM_BoosterPredictForMat(
+            self.handle, data.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(C_API_DTYPE_FLOAT64),
+            ctypes.c_int32(rows), ctypes.c_int32(columns), ctypes.c_int(1), ctypes.c_int(C_API_PREDICT_RAW_SCORE),
+            ctypes.c_int(0), ctypes.c_int(-1), f"num_threads={max(1, threads)}".encode(),
+            ctypes.byref(written), out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))))
+        if written.value != rows:
+            raise RuntimeError(f"LightGBM wrote {written.value} scores for {rows} rows")
+        return out
+
+    def __del__(self) -> None:
+        if getattr(self, "handle", None):
+            self.library.LGBM_BoosterFree(self.handle)
+            self.handle = None
+
+
+def _check(library: ctypes.CDLL, status: int) -> None:
+    """LightGBM's C API returns 0 on success; anything else is its last error, raised."""
+    if status != 0:
+        raise RuntimeError(f"LightGBM: {library.LGBM_GetLastError().decode('utf-8', 'replace')}")
 
 
 def _leaves(node: dict[str, Any]) -> int:
