@@ -47,9 +47,14 @@ def free_port() -> int:
 
 
 def peak_rss_mib(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) of a process and of its children, in MiB."""
+    """VmHWM (peak resident set) of a process and of all its descendants (the model's worker processes too), in MiB."""
     peaks = {}
-    for candidate in [pid] + children(pid):
+    family, pending = [pid], [pid]
+    while pending:
+        found = children(pending.pop())
+        family += found
+        pending += found
+    for candidate in family:
         try:
             for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):

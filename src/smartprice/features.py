@@ -121,6 +121,12 @@ def _quantity_bucket(quantity: float) -> int:
     return int(min(5, 1 + max(0.0, math.floor(math.log10(max(quantity, 1.0))))))
 
 
+def _occurrences(keywords: frozenset[str], words: list[str]) -> int:
+    """How many of `words` are keywords; most listings have none, which one set intersection finds."""
+    found = keywords.intersection(words)
+    return sum(map(words.count, found)) if found else 0
+
+
 def listing_row(text: str, fields: CatalogFields | None = None) -> dict[str, Any]:
     """All raw feature values of one listing (brand/category as strings, before encoding)."""
     fields = fields or split_catalog_content(text)
@@ -154,11 +160,11 @@ def listing_row(text: str, fields: CatalogFields | None = None) -> dict[str, Any
         "quantity_category": float(_quantity_bucket(total)),
         "has_description": float(bool(fields.description)),
         "num_sentences": float(len(SENTENCE_END_RE.findall(text))),
-        "avg_word_length": sum(map(len, words)) / len(words) if words else 0.0,
-        "price_keywords": float(sum(map(PRICE_WORDS.__contains__, words))),
+        "avg_word_length": len("".join(words)) / len(words) if words else 0.0,
+        "price_keywords": float(_occurrences(PRICE_WORDS, words)),
         "unit_type": float(DIMENSIONS.index(dimension)),
         "vocab_richness": len(set(words)) / len(words) if words else 0.0,
-        "bulk_indicators": float(sum(map(BULK_WORDS.__contains__, words))),
+        "bulk_indicators": float(_occurrences(BULK_WORDS, words)),
         "comma_count": float(name.count(",")),
         "is_large_pack": float(pack >= 12),
         "has_fraction": float(bool(FRACTION_RE.search(name))),
