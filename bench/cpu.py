@@ -177,11 +177,9 @@ def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
         cols.append(timed(f"neighbours: statistics {view}", level1.stats_.transform, *found, log_qty))
     cols.append(timed("level 1: brand", brand_lookup, [r["brand"] for r in parsed], level1.brands_, level1.y_mean_))
     dense = np.hstack([np.column_stack(cols[: 2 + ("unit" in level1.ridges_)]), *cols[2 + ("unit" in level1.ridges_):], raw])
-    if rows < BATCH_ROWS:  # as CpuStack.predict chooses
-        log_price = timed("LightGBM trees (as arrays)", model.trees_.predict, dense)
-    else:
-        booster = timed("LightGBM: import + load", model._booster)
-        log_price = timed("LightGBM: predict", booster.predict, dense, num_threads=model.preset.threads)
+    trees = timed("LightGBM trees: open (C library, else arrays)", model.trees)
+    threads = model.preset.threads if rows >= BATCH_ROWS else 1  # as CpuStack.predict chooses
+    log_price = timed(f"LightGBM trees: predict ({type(trees).__name__})", trees.predict, dense, threads)
     with tempfile.TemporaryDirectory() as work:
         timed("write file (I/O)", lambda: pd.DataFrame({"sample_id": frame.sample_id, "price": np.expm1(log_price)})
               .to_csv(Path(work) / "p.csv", index=False))
