@@ -15,6 +15,7 @@ at a time uses the workers; a concurrent call computes in its own thread instead
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import logging
 import os
@@ -222,12 +223,16 @@ def _serve_parent() -> None:
         send.send(f"{type(exc).__name__}: {exc}")
         return
     send.send("ready")
+    gc.freeze()  # the model's objects live as long as the worker: no collection needs to scan them
     while (request := recv.recv()) is not None:
         texts, final = request
+        gc.disable()  # a piece allocates millions of short-lived objects and no cycles: collecting is pure cost
         try:
             send.send(model.score(texts) if final else model.dense(texts))
         except Exception as exc:  # noqa: BLE001
             send.send(f"{type(exc).__name__}: {json.dumps(str(exc))}")
+        finally:
+            gc.enable()
 
 
 if __name__ == "__main__":
