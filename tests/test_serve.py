@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -319,8 +320,15 @@ def test_real_server_finishes_in_flight_requests_on_sigterm(model_dir):
 
         done = {}
 
-        def slow_request():  # ~2 s of prediction with the small model
-            done["response"] = httpx.post(f"{url}/predict", json={"items": items(6000)}, timeout=120)
+        body = json.dumps({"items": items(6000)}).encode()
+
+        def slowly() -> Iterator[bytes]:  # in flight for sure: half the body, a pause, the rest
+            yield body[: len(body) // 2]
+            time.sleep(1.5)
+            yield body[len(body) // 2:]
+
+        def slow_request():
+            done["response"] = httpx.post(f"{url}/predict", content=slowly(), headers=JSON, timeout=120)
             done["at"] = time.perf_counter()
 
         worker = threading.Thread(target=slow_request)
@@ -360,3 +368,41 @@ def test_workers_run_the_factory_in_each_process(model_dir, monkeypatch):
     assert os.environ[serve.MODEL_ENV] == str(model_dir.resolve())
     with TestClient(serve.app_from_env()) as test_client:
         assert test_client.post("/predict", json=GOOD).status_code == 200
+
+
+def test_connections_have_nagle_off_even_on_a_socket_bound_as_uvicorn_workers_bind_it():
+    """`--workers` binds `socket.socket(AF_INET)` (protocol 0), on which asyncio leaves Nagle on: keep-alive
+    clients then waited ~40 ms a request for a delayed ACK. NoDelayHTTP turns it off per connection."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from smartprice.serve import NoDelayHTTP
+
+    async def accepted_nodelay() -> int:
+        listener = socket.socket(socket.AF_INET)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        config = uvicorn.Config(app=create_app_placeholder, log_level="warning")
+        config.load()
+        made: list[NoDelayHTTP] = []
+
+        def protocol() -> NoDelayHTTP:
+            made.append(NoDelayHTTP(config=config, server_state=ServerState(), app_state={}))
+            return made[-1]
+
+        server = await asyncio.get_running_loop().create_server(protocol, sock=listener)
+        _, writer = await asyncio.open_connection(*listener.getsockname())
+        for _ in range(100):
+            if made and getattr(made[0], "transport", None) is not None:
+                break
+            await asyncio.sleep(0.01)
+        value = made[0].transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        writer.close()
+        server.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
+
+
+async def create_app_placeholder(scope, receive, send) -> None:
+    """An ASGI app for the protocol test above; it is never called."""
