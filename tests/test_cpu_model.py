@@ -164,6 +164,26 @@ def test_running_workers_share_mid_sized_inputs(fitted, tmp_path, monkeypatch):
     assert shared_sizes == [300]
 
 
+def test_a_worker_process_that_ends_is_replaced(fitted, tmp_path, caplog):
+    """A long-lived pool (a server's) whose worker is killed scores that call here, then starts a new worker."""
+    fitted.save(tmp_path / "m")
+    model = PricePredictor.load(tmp_path / "m")
+    frame = make_catalog(400, labelled=False)
+    alone = model.predict(frame)
+    model.expect_rows(parallel.MIN_ROWS)
+    pool = parallel._POOL
+    first = pool.workers[0]
+    first.wait_ready()
+    first.process.kill()
+    first.process.wait()
+    with caplog.at_level("WARNING", logger="smartprice.cpu.parallel"):
+        np.testing.assert_allclose(model.predict(frame), alone, rtol=1e-9, atol=0)
+    assert "failed" in caplog.text and "started a new level-1 worker" in caplog.text
+    assert pool.workers[0] is not first and pool.workers[0].process.poll() is None
+    pool.workers[0].wait_ready()  # the new one loads the model and takes pieces again
+    np.testing.assert_allclose(model.predict(frame), alone, rtol=1e-9, atol=0)
+
+
 def test_predict_from_many_threads(fitted, tmp_path):
     fitted.save(tmp_path / "m")
     model = PricePredictor.load(tmp_path / "m")

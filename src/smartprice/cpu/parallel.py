@@ -67,6 +67,14 @@ class Worker:
             raise RuntimeError(f"smartprice worker failed: {answer}")
         return answer
 
+    def discard(self) -> None:
+        """Release the pipes of a worker whose process has ended."""
+        for connection in (self.send, self.recv):
+            try:
+                connection.close()
+            except OSError:
+                pass
+
     def close(self) -> None:
         try:
             self.send.send(None)
@@ -85,7 +93,8 @@ class Pool:
 
         self.key = _key(model, workers)
         self.lock = threading.Lock()
-        self.workers = [Worker(model.directory_, preset_to_dict(model.preset), model.state_) for _ in range(workers)]
+        self.spec = (model.directory_, preset_to_dict(model.preset), model.state_)  # what a worker loads
+        self.workers = [Worker(*self.spec) for _ in range(workers)]
 
     def run(self, model: Any, texts: list[str], final: bool) -> np.ndarray:
         """Dense rows (or, `final`, log prices) of `texts`, pieces shared between this process and the workers."""
@@ -93,7 +102,7 @@ class Pool:
         size = min(PIECE_ROWS, max(MIN_PIECE_ROWS, -(-len(texts) // (4 * (len(self.workers) + 1)))))
         pieces = deque(enumerate(texts[i:i + size] for i in range(0, len(texts), size)))
         out: dict[int, np.ndarray] = {}
-        failed: list[BaseException] = []
+        failed: list[tuple[Worker, BaseException]] = []
         take = threading.Lock()
 
         def serve(worker: Worker) -> None:
@@ -111,7 +120,7 @@ class Pool:
                             pieces.append((number, piece))  # this process does it instead
                         raise
             except BaseException as exc:  # a worker that died: logged, its work done here
-                failed.append(exc)
+                failed.append((worker, exc))
 
         def here() -> None:  # this process: pieces from the front
             while True:
@@ -129,8 +138,23 @@ class Pool:
             thread.join()
         here()  # pieces put back by a worker that failed after the first pass ended
         if failed:
-            log.warning("a level-1 worker process failed (%s); its rows were scored in this process", failed[0])
+            log.warning("a level-1 worker process failed (%s); its rows were scored in this process", failed[0][1])
+            self._replace_ended([worker for worker, _ in failed])
         return np.concatenate([out[i] for i in sorted(out)])
+
+    def _replace_ended(self, workers: list[Worker]) -> None:
+        """Workers whose process ended: one that had loaded the model (then was killed, ran out of memory ...)
+        is replaced by a fresh one; one that could not load it is dropped (its share is done here from now on)."""
+        for worker in workers:
+            if worker.process.poll() is None:
+                continue  # alive: the piece failed, not the process (this process met the same error)
+            worker.discard()
+            index = self.workers.index(worker)
+            if worker.ready:
+                self.workers[index] = Worker(*self.spec)
+                log.warning("started a new level-1 worker process in place of the one that ended")
+            else:
+                del self.workers[index]
 
     def close(self) -> None:
         for worker in self.workers:
