@@ -111,7 +111,7 @@ def test_score_reports_bands(catalog):
 
 
 @pytest.mark.parametrize("overrides, message", [({"nope": 1}, "unknown preset field"),
-                                                ({"trees": "many"}, "expected a int")])
+                                                ({"trees": "many"}, "expected a whole number")])
 def test_bad_overrides(overrides, message):
     with pytest.raises(ValueError, match=message):
         resolve_preset("cpu", overrides)

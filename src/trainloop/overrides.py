@@ -28,6 +28,10 @@ def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+KINDS_OF_VALUE = {bool: "true or false", int: "a whole number", float: "a number",
+                  tuple: "a comma-separated list (384,192)"}  # what a `--set` value must look like, for messages
+
+
 def convert_value(value: Any, target: Any, key: str) -> Any:
     """Convert a `--set` string to the field's type (bools accept true/false/1/0/yes/no)."""
     if not isinstance(value, str) or target is str:
@@ -45,7 +49,7 @@ def convert_value(value: Any, target: Any, key: str) -> Any:
         if target is tuple:  # "384,192" -> (384, 192); numbers keep their type, words stay strings
             return tuple(_number_or_word(x.strip()) for x in value.split(",") if x.strip())
     except ValueError:
-        raise SettingError(f"--set {key}={value}: expected a {target.__name__}") from None
+        raise SettingError(f"--set {key}={value}: expected {KINDS_OF_VALUE[target]}") from None
     return value
 
 
