@@ -17,7 +17,7 @@ base and head. Measures (each a row of the table, with head/base and the issue's
      1 listing, 1,000 listings and the x10 file.
 Run it alone on the machine. Last line: one JSON object.
 
-    python bench/cpu.py [--base COMMIT] [--skip 760k,base-76k,cv,serve] [--rounds 2]
+    python bench/cpu.py [--base COMMIT] [--skip 760k,base-76k,cv,profile] [--rounds 2]
 """
 
 from __future__ import annotations
