@@ -133,7 +133,6 @@ PRESETS: dict[str, Any] = {
     "minilm": FusionPreset(encoder="minilm", max_length=128, feature_set=25, head=(256, 64), dropouts=(0.1, 0.1),
                            loss="l1",  # bench/losses.py
                            loop=LoopConfig(epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.1),  # 0.3 of 3 epochs
-
                            gradient_checkpointing=False),
     "blend": BlendPreset(),
 }
@@ -238,19 +237,24 @@ def _nest_loop_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(data)
     if "loop" in {f.name for f in dataclasses.fields(cls)} and "loop" not in data:
         flat = {key: data.pop(key) for key in list(data) if key in loop_fields}
-        if "warmup" in flat:  # then a number of epochs
-            flat["warmup"] = min(0.5, float(flat["warmup"]) / max(1, int(flat.get("epochs", 1))))
+        if "warmup" in flat:
+            flat["warmup"] = _warmup_share(flat["warmup"], flat.get("epochs", 1))
         data["loop"] = flat
     if data.get("inner"):
         moved = loop_fields - {f.name for f in dataclasses.fields(FusionPreset)}
         inner = {key: value for key, value in data["inner"]}
         target = PRESETS.get(data.get("fusion_preset", ""), FusionPreset())
         epochs = int(inner.get("fusion.epochs", getattr(getattr(target, "loop", None), "epochs", 1)))
-        if "fusion.warmup" in inner:  # then a number of epochs
-            inner["fusion.warmup"] = min(0.5, float(inner["fusion.warmup"]) / max(1, epochs))
+        if "fusion.warmup" in inner:
+            inner["fusion.warmup"] = _warmup_share(inner["fusion.warmup"], epochs)
         data["inner"] = [[f"fusion.loop.{key[len('fusion.'):]}" if key.startswith("fusion.")
                           and key[len("fusion."):] in moved else key, value] for key, value in inner.items()]
     return data
+
+
+def _warmup_share(epochs_of_warmup: Any, epochs: Any) -> float:
+    """Warmup saved as a number of epochs, as the share of the run's steps `loop.warmup` is now (< 1)."""
+    return min(0.5, float(epochs_of_warmup) / max(1, int(epochs)))
 
 
 def _tuples(value: Any) -> Any:

@@ -23,6 +23,8 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import make_scorer
 
+from trainloop.overrides import nested_settings, setting_names
+
 from .catalog import PRICE_COLUMN, TEXT_COLUMN
 from .metrics import smape
 from .predictor import PricePredictor
@@ -82,9 +84,8 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
         """
         params = {"preset": self.preset, **{k: self._fields.get(k, v) for k, v in _preset_fields(self.preset).items()}}
         if deep:
-            for key, value in list(params.items()):
-                if dataclasses.is_dataclass(value) and not isinstance(value, type):
-                    params.update({f"{key}__{f.name}": getattr(value, f.name) for f in dataclasses.fields(value)})
+            for key in nested_settings(PRESETS[self.preset]):
+                params.update({f"{key}__{name}": value for name, value in vars(params[key]).items()})
         return params
 
     def set_params(self, **params: Any) -> PriceRegressor:
@@ -149,23 +150,18 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
 def _fold_nested(preset: str, fields: dict[str, Any], current: dict[str, Any] | None = None) -> dict[str, Any]:
     """`loop__epochs=2` -> `loop` with epochs 2 (from the given `loop`, else `current`'s, else the preset's)."""
     defaults, current = _preset_fields(preset), current or {}
+    nested = [key.replace(".", "__") for key in setting_names(PRESETS[preset]) if "." in key]  # loop__epochs, ...
     folded = {k: v for k, v in fields.items() if "__" not in k}
     for key, value in fields.items():
         head, _, name = key.partition("__")
         if not name:
             continue
-        base = folded.get(head, current.get(head, defaults.get(head)))
-        if not (dataclasses.is_dataclass(base) and name in {f.name for f in dataclasses.fields(base)}):
+        if key not in nested:
             raise ValueError(f"PriceRegressor: unknown parameter {key} for preset {preset!r}; "
-                             f"nested parameters are {', '.join(_nested_names(defaults)) or 'none'}")
+                             f"nested parameters are {', '.join(nested) or 'none'}")
+        base = folded.get(head, current.get(head, defaults[head]))
         folded[head] = dataclasses.replace(base, **{name: value})
     return folded
-
-
-def _nested_names(fields: dict[str, Any]) -> list[str]:
-    """`loop__epochs`, ...: the nested parameters of a preset's fields."""
-    return [f"{key}__{f.name}" for key, value in fields.items()
-            if dataclasses.is_dataclass(value) and not isinstance(value, type) for f in dataclasses.fields(value)]
 
 
 def _same(a: Any, b: Any) -> bool:

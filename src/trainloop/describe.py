@@ -31,6 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from .errors import SettingError
+from .overrides import nested_settings
 
 NEEDS_BASE = "base install"
 NEEDS_NN = "nn extra"
@@ -177,9 +178,10 @@ def _field_rows(preset: Any, defaults: Any, reasons: Mapping[str, str], set_here
                 prefix: str) -> list[list[str]]:
     """[field, value, reason] rows of `preset` against the class defaults; nested settings as `loop.FIELD` rows."""
     rows = []
+    nested = nested_settings(preset)
     for f in dataclasses.fields(preset):
         key, value, default = prefix + f.name, getattr(preset, f.name), getattr(defaults, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if f.name in nested:
             own = {f"{key}.{k}": v for k, v in field_reasons(type(value)).items()}
             rows += _field_rows(value, default, {**own, **reasons}, set_here, f"{key}.")
             continue
@@ -187,8 +189,7 @@ def _field_rows(preset: Any, defaults: Any, reasons: Mapping[str, str], set_here
         if key in set_here:  # the preset's own line says why, even where it repeats the default
             reason = set_here[key]
         elif value != default:
-            reason = set_here.get(key) or f"set by this preset; default {format_value(default)}" + (
-                f": {reason}" if reason else "")
+            reason = f"set by this preset; default {format_value(default)}" + (f": {reason}" if reason else "")
         rows.append([key, format_value(value), reason or "-"])
     return rows
 
@@ -231,10 +232,9 @@ def render_preset(module: ModuleType, name: str, needs: Callable[[Any], str], co
     lines += [f"note: {note}" for note in table_notes(module).get(name, TableNotes()).notes if note not in purpose]
     lines += ["", render_table(["field", "value", "reason"], describe_fields(module, name)), ""]
     lines.append(f"override with `{command} train ... --preset {name} --set FIELD=VALUE` (unknown fields are an error)")
-    for f in dataclasses.fields(preset):
-        if dataclasses.is_dataclass(getattr(preset, f.name)):
-            lines.append(f"its {f.name} settings: `--set {f.name}.FIELD=VALUE`, e.g. "
-                         f"--set {f.name}.{dataclasses.fields(getattr(preset, f.name))[0].name}=VALUE")
+    for name in nested_settings(preset):
+        lines.append(f"its {name} settings: `--set {name}.FIELD=VALUE`, e.g. "
+                     f"--set {name}.{dataclasses.fields(getattr(preset, name))[0].name}=VALUE")
     inner = [f.name[: -len("_preset")] for f in dataclasses.fields(preset) if f.name.endswith("_preset")]
     for prefix in inner:
         target = getattr(preset, f"{prefix}_preset")

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import SettingError
 
-__all__ = ["apply_overrides", "convert_value", "get_field", "parse_sets", "setting_names"]
+__all__ = ["apply_overrides", "convert_value", "get_field", "nested_settings", "parse_sets", "setting_names"]
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, str]:
@@ -75,23 +75,23 @@ def get_field(preset: Any, key: str) -> Any:
 
 def setting_names(preset: Any, prefix: str = "") -> list[str]:
     """Every key `--set` accepts for a preset, nested settings as dotted keys (`loop.epochs`)."""
+    nested = nested_settings(preset)
     names = []
     for f in dataclasses.fields(preset):
         value = getattr(preset, f.name)
-        nested = dataclasses.is_dataclass(value) and not isinstance(value, type)
-        names += setting_names(value, f"{prefix}{f.name}.") if nested else [f"{prefix}{f.name}"]
+        names += setting_names(value, f"{prefix}{f.name}.") if f.name in nested else [f"{prefix}{f.name}"]
     return names
 
 
-def _nested(preset: Any) -> set[str]:
-    """The fields of `preset` that hold a settings dataclass of their own."""
-    return {f.name for f in dataclasses.fields(preset)
-            if dataclasses.is_dataclass(getattr(preset, f.name)) and not isinstance(getattr(preset, f.name), type)}
+def nested_settings(preset: Any) -> list[str]:
+    """The fields of `preset` that hold a settings dataclass of their own (a neural preset's `loop`)."""
+    return [f.name for f in dataclasses.fields(preset)
+            if dataclasses.is_dataclass(getattr(preset, f.name)) and not isinstance(getattr(preset, f.name), type)]
 
 
 def _apply(preset: Any, overrides: dict[str, Any], label: str, fixed: Collection[str], prefix: str) -> Any:
     fields = {f.name for f in dataclasses.fields(preset)}
-    nested = _nested(preset)
+    nested = nested_settings(preset)
     flat: dict[str, Any] = {}
     inner: dict[str, dict[str, Any]] = {}
     for key, value in overrides.items():
