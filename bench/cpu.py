@@ -143,7 +143,7 @@ def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
     from smartprice import PricePredictor, read_catalog
     from smartprice.catalog import split_catalog_content
     from smartprice.cpu.level1 import DENSE_FEATURES, brand_lookup
-    from smartprice.cpu.stack import BATCH_ROWS
+    from smartprice.cpu.runtime import BATCH_ROWS
     from smartprice.cpu.views import tfidf
     from smartprice.features import listing_row
 

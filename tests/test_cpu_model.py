@@ -17,7 +17,7 @@ from conftest import make_catalog
 from smartprice import PricePredictor
 from smartprice.cpu import parallel, trees
 from smartprice.cpu.neighbours import NeighbourIndex, SearchSpec
-from smartprice.cpu.stack import BATCH_ROWS
+from smartprice.cpu.runtime import BATCH_ROWS
 from smartprice.cpu.trees import NativeTrees
 from smartprice.cpu.views import char_wb_ngrams, word_ngrams
 from smartprice.modelio import ModelDirError
@@ -104,36 +104,32 @@ def fitted() -> PricePredictor:
     return PricePredictor("cpu", trees=60).fit(make_catalog(300))
 
 
-def test_tree_arrays_equal_lightgbm(fitted):
-    model = fitted.model_
-    dense = model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
-    np.testing.assert_allclose(model.trees_.predict(dense), model.booster_.predict(dense), rtol=0, atol=1e-9)
-
-
 def test_lightgbms_c_library_scores_as_the_package_does(fitted, tmp_path):
-    """NativeTrees (ctypes, no `import lightgbm`) = Booster.predict = the tree arrays, also after save/load and pickling."""
+    """NativeTrees (ctypes, no `import lightgbm`) = Booster.predict, also after save/load and pickling."""
+    import lightgbm
+
     model = fitted.model_
-    dense = model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
-    assert isinstance(model.trees(), NativeTrees)
-    expected = model.booster_.predict(dense)
-    np.testing.assert_allclose(model.trees().predict(dense), expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(model.trees().predict(dense, threads=2), expected, rtol=0, atol=1e-12)
+    dense = model.model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
+    assert isinstance(model.trees, NativeTrees)
+    expected = lightgbm.Booster(model_str=model.model.trees_text_).predict(dense)
+    np.testing.assert_allclose(model.trees.predict(dense), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.trees.predict(dense, threads=2), expected, rtol=0, atol=1e-12)
     fitted.save(tmp_path / "m")
     loaded = PricePredictor.load(tmp_path / "m").model_
-    assert isinstance(loaded.trees(), NativeTrees) and not hasattr(loaded, "booster_")
-    np.testing.assert_allclose(loaded.trees().predict(dense), expected, rtol=0, atol=1e-12)
+    assert isinstance(loaded.trees, NativeTrees)
+    np.testing.assert_allclose(loaded.trees.predict(dense), expected, rtol=0, atol=1e-12)
     copy = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(copy.predict(make_catalog(20)), fitted.predict(make_catalog(20)))
     with pytest.raises(ValueError, match="features"):
-        model.trees().predict(dense[:, :-1])
+        model.trees.predict(dense[:, :-1])
 
 
-def test_without_lightgbms_c_library_the_tree_arrays_score(fitted, tmp_path, monkeypatch):
+def test_without_lightgbms_c_library_the_package_scores(fitted, tmp_path, monkeypatch):
     fitted.save(tmp_path / "m")
     expected = fitted.predict(make_catalog(40))
     monkeypatch.setattr(trees, "native_library", lambda: None)
     loaded = PricePredictor.load(tmp_path / "m")
-    assert isinstance(loaded.model_.trees(), trees.TreeArrays)
+    assert isinstance(loaded.model_.trees, trees.BoosterTrees)
     np.testing.assert_allclose(loaded.predict(make_catalog(40)), expected, rtol=1e-9, atol=0)
 
 
@@ -144,7 +140,7 @@ def test_small_request_path_equals_batch_path(fitted, tmp_path):
     batch = model.predict(frame)  # worker processes, LightGBM
     one_by_one = np.concatenate([model.predict(frame.iloc[[i]]) for i in range(0, len(frame), 97)])
     np.testing.assert_allclose(one_by_one, batch[::97], rtol=1e-9, atol=0)
-    small = model.predict(frame.iloc[:50])  # no workers, tree arrays
+    small = model.predict(frame.iloc[:50])  # no workers, one piece here
     np.testing.assert_allclose(small, batch[:50], rtol=1e-9, atol=0)
 
 
@@ -156,8 +152,8 @@ def test_running_workers_share_mid_sized_inputs(fitted, tmp_path, monkeypatch):
     alone = model.predict(frame)
     shared_sizes: list[int] = []
     run = parallel.Pool.run
-    monkeypatch.setattr(parallel.Pool, "run", lambda self, m, texts, final: shared_sizes.append(len(texts))
-                        or run(self, m, texts, final))
+    monkeypatch.setattr(parallel.Pool, "run", lambda self, texts, final, local: shared_sizes.append(len(texts))
+                        or run(self, texts, final, local))
     model.expect_rows(parallel.MIN_ROWS)  # what `serve` does at start
     np.testing.assert_allclose(model.predict(frame), alone, rtol=1e-9, atol=0)
     model.predict(frame.iloc[:parallel.WARM_MIN_ROWS - 1])

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "smartprice"
 # -> features -> catalog): none of them may import it, not even inside a function.
 BELOW_PREDICTOR = ("kinds", "errors", "presets", "catalog", "features", "units", "metrics", "modelio", "explain",
                    "blend", "fusion", "losses", "embeddings", "encoders", "cpu/views", "cpu/neighbours", "cpu/level1",
-                   "cpu/trees", "cpu/stack", "cpu/parallel")
+                   "cpu/trees", "cpu/model", "cpu/runtime", "cpu/parallel", "cpu/difficulty", "ranges")
 NN = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("transformers") is not None
 
 
@@ -100,7 +100,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 def test_a_bug_is_shown_as_a_bug_on_the_cli(model_dir, tmp_path, capsys, monkeypatch):
-    from smartprice.cpu.stack import CpuStack
+    from smartprice.cpu.runtime import CpuStack
 
     def broken(self, texts):
         raise ZeroDivisionError("a deliberately broken model class")
@@ -127,7 +127,7 @@ def test_a_bug_is_a_500_with_json_over_http(model_dir, monkeypatch, caplog):
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     from fastapi.testclient import TestClient
 
-    from smartprice.cpu.stack import CpuStack
+    from smartprice.cpu.runtime import CpuStack
     from smartprice.serve import create_app
 
     with TestClient(create_app(model_dir), raise_server_exceptions=False) as client:

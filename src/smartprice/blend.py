@@ -34,7 +34,9 @@ class Blend:
     def __init__(self, preset: BlendPreset) -> None:
         self.preset = preset
 
-    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> Blend:
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False,
+            progress: Any = None) -> Blend:
+        """Fit the fusion model, the blend weight on its held-out rows, then the CPU model on all rows (`progress` unused)."""
         texts = list(texts)
         fusion_sets = {**inner_overrides(self.preset, "fusion"), "valid_fraction": self.preset.valid_fraction}
         fusion_config = resolve_preset(self.preset.fusion_preset, fusion_sets)

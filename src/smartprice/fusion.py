@@ -178,8 +178,10 @@ class FusionRegressor:
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: str | Path | None = None,
-            resume: bool = False) -> FusionRegressor:
-        """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
+            resume: bool = False, progress: Any = None) -> FusionRegressor:
+        """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None).
+
+        `progress` is unused: the training loop shows its own bar of steps."""
         import tempfile
 
         from trainloop import train

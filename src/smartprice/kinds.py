@@ -1,6 +1,6 @@
 """Model kinds: what each is, the class that implements it, and what it offers. The contract every kind keeps.
 
-    cpu     CpuPreset     smartprice.cpu.stack.CpuStack     base install   explains itself
+    cpu     CpuPreset     smartprice.cpu.runtime.CpuStack   base install   explains itself
     fusion  FusionPreset  smartprice.fusion.FusionRegressor nn extra       price and parsed fields only
     blend   BlendPreset   smartprice.blend.Blend            nn extra       explained by its CPU part
 
@@ -13,7 +13,7 @@ Adding a kind: a preset class in presets.py, a class that keeps `PriceModel`, on
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -48,8 +48,10 @@ class PriceModel(Protocol):
 
     preset: Any
 
-    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> PriceModel:
-        """Fit on listing texts and log1p(price); neural kinds checkpoint into work_dir."""
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False,
+            progress: Callable[[str, int, int], Any] | None = None) -> PriceModel:
+        """Fit on listing texts and log1p(price); neural kinds checkpoint into work_dir; `progress(stage, done, total)`
+        is called as stages finish by kinds that have stages (the CPU model)."""
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """log1p(price) of every text, in order."""
@@ -115,7 +117,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("cpu", CpuPreset, "smartprice.cpu.stack:CpuStack", needs_nn=False, explains_prices=True, neighbours=True,
+    Kind("cpu", CpuPreset, "smartprice.cpu.runtime:CpuStack", needs_nn=False, explains_prices=True, neighbours=True,
          summary="TF-IDF ridges and neighbour prices stacked under LightGBM (no torch)"),
     Kind("fusion", FusionPreset, "smartprice.fusion:FusionRegressor", needs_nn=True, explains_prices=False,
          neighbours=False, summary="a transformer encoder fused with engineered features"),

@@ -25,7 +25,7 @@ from trainloop.about import __version__, newer_version_note
 from .errors import ModelDirError  # re-exported: smartprice.modelio.ModelDirError
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: the CPU model's layout 2 (cpu/stack.py); 1 still reads, old CPU models ask to be retrained
+FORMAT_VERSION = 2  # 2: CPU models carry a layout of their own (cpu/model.py); 1 still reads, old CPU models: retrain
 READABLE_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
 
