@@ -216,7 +216,7 @@ def test_round_trip_every_view_order(tmp_path, views):
 def test_pruned_model_round_trip(tmp_path):
     frame = make_catalog(120)
     model = PricePredictor("cpu", trees=30, neighbour_search="pruned", neighbour_strong_terms=4).fit(frame)
-    assert {i.method_ for i in model.model_.level1_.indices_.values()} == {"pruned"}
+    assert {i.method_ for i in model.model_.model.level1_.indices_.values()} == {"pruned"}
     model.save(tmp_path / "m")
     np.testing.assert_array_equal(PricePredictor.load(tmp_path / "m").predict(frame), model.predict(frame))
 
@@ -225,8 +225,8 @@ def test_auto_search_switches_on_size():
     frame = make_catalog(60)
     small = PricePredictor("cpu", trees=10, exact_max_rows=100).fit(frame)
     large = PricePredictor("cpu", trees=10, exact_max_rows=50).fit(frame)
-    assert small.model_.level1_.indices_["name"].method_ == "exact"
-    assert large.model_.level1_.indices_["name"].method_ == "pruned"
+    assert small.model_.model.level1_.indices_["name"].method_ == "exact"
+    assert large.model_.model.level1_.indices_["name"].method_ == "pruned"
 
 
 def test_older_cpu_layout_asks_to_retrain(tmp_path, fitted):
