@@ -12,10 +12,10 @@ import pandas as pd
 
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN
 from .errors import CatalogError
-from .kinds import model_class
+from .kinds import model_class, preset_from_dict
 from .metrics import smape_report
 from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
-from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
+from .presets import DEFAULT_PRESET, preset_to_dict, resolve_preset
 
 log = logging.getLogger(__name__)
 

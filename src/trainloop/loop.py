@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .config import LoopConfig, warmup_steps
-from .errors import SettingError
+from sharedcore.errors import SettingError
 
 log = logging.getLogger(__name__)
 

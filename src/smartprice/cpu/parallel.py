@@ -239,7 +239,7 @@ def _serve_parent() -> None:
     sys.stdout = sys.stderr  # nothing else may write to the pipe
     directory, preset, state = recv.recv()
     try:
-        from ..presets import preset_from_dict
+        from ..kinds import preset_from_dict
         from .stack import CpuStack
 
         model = CpuStack.load(preset_from_dict(preset), Path(directory), state)
