@@ -34,12 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sharedcore.overrides import apply_overrides, parse_sets
 from smartprice import read_catalog
 from smartprice.features import FeatureEncoder, parse_listings
 from smartprice.fusion import Collate, FusionNet, FusionRegressor, ListingSet, load_encoder, loss_function, prepare_for_training
 from smartprice.presets import FusionPreset, resolve_preset
 from trainloop import train
-from trainloop.overrides import apply_overrides, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "train.csv"

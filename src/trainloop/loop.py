@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .config import LoopConfig, warmup_steps
 from sharedcore.errors import SettingError
+
+from .config import LoopConfig, warmup_steps
 
 log = logging.getLogger(__name__)
 
