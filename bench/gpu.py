@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import DATA, ROOT
 
 from sharedcore.overrides import apply_overrides, parse_sets
 from smartprice import read_catalog
@@ -41,8 +42,7 @@ from smartprice.fusion import Collate, FusionNet, FusionRegressor, ListingSet, l
 from smartprice.presets import FusionPreset, resolve_preset
 from trainloop import train
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "train.csv"
+SHARED_TRAIN = DATA / "train.csv"
 EXAMPLE_TRAIN = ROOT / "examples" / "train.csv"  # --tiny falls back to it: the test runs anywhere
 PRESETS = ("ultra", "fast", "blazing", "optimized")
 
