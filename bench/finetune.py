@@ -39,8 +39,8 @@ def build(preset, texts, y):
     regressor = FusionRegressor(preset)
     location = encoder_location(preset.encoder)
     regressor.tokenizer_ = AutoTokenizer.from_pretrained(location)
-    features = regressor._features(texts, fit=True)
-    ids = regressor._tokenise(texts)
+    features = regressor.features(texts, fit=True)
+    ids = regressor.tokenise(texts)
     torch.manual_seed(0)
     net = FusionNet(AutoModel.from_pretrained(location), features.shape[1], preset, "mean", float(y.mean()))
     return net, ListingSet(ids, features, np.expm1(y)), Collate(regressor.tokenizer_.pad_token_id or 0), ids

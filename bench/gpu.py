@@ -259,13 +259,13 @@ def inference_speed(net: torch.nn.Module, preset: FusionPreset, data: Listings, 
                     features: np.ndarray, rows: int) -> float:
     """Rows/s of the predict path (length-sorted batches of eval_batch_size) on the trained network."""
     regressor = FusionRegressor(preset)
-    regressor.tokenizer_ = data.tokenizer  # _predict_ids pads with its pad id
+    regressor.tokenizer_ = data.tokenizer  # predict_ids pads with its pad id
     rows = min(rows, len(ids))
     warm = min(rows, 2 * preset.eval_batch_size)
-    regressor._predict_ids(net, ids[-warm:], features[-warm:])  # compiles / autotunes the eval graph
+    regressor.predict_ids(net, ids[-warm:], features[-warm:])  # compiles / autotunes the eval graph
     _synchronize()
     started = time.perf_counter()
-    regressor._predict_ids(net, ids[:rows], features[:rows])
+    regressor.predict_ids(net, ids[:rows], features[:rows])
     _synchronize()
     return rows / (time.perf_counter() - started)
 
