@@ -23,6 +23,7 @@ from sharedcore.about import is_newer
 from sharedcore.errors import SettingError
 from sharedcore.overrides import get_field, setting_names
 from smartprice import presets
+from smartprice.kinds import preset_from_dict
 
 FAST = ["--set", "trees=60", "--set", "folds=3"]
 
@@ -92,7 +93,7 @@ def test_loop_settings_are_rows_with_their_reasons_and_dotted_keys():
 def test_preset_value_set_by_a_named_preset_gets_its_own_reason():
     minilm = run("presets", "minilm").stdout
     assert "bench/losses.py" in row(minilm, "loss")  # PRESET_NOTES["minilm"].why["loss"]
-    assert "set by this preset; default 256" in row(minilm, "max_length")
+    assert "set by this preset; default 0.2,0.15" in row(minilm, "dropouts")  # a value set without a reason of its own
     assert "--set fusion.FIELD=VALUE" in run("presets", "blend").stdout
 
 
@@ -176,13 +177,13 @@ def test_blend_inner_overrides_are_typed_and_survive_json():
     preset = presets.resolve_preset("blend", {"fusion.loop.epochs": "2", "fusion.max_length": "96", "cpu.trees": "500"})
     assert preset.inner == (("fusion.loop.epochs", 2), ("fusion.max_length", 96), ("cpu.trees", 500))
     assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": 2, "max_length": 96}
-    assert presets.preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
+    assert preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
 
 
 def test_blend_config_written_with_fusion_sets_still_loads():
     old = {"kind": "blend", "cpu_preset": "cpu", "fusion_preset": "minilm", "fusion_sets": "epochs=2;max_length=96",
            "valid_fraction": 0.15, "seed": 0}
-    preset = presets.preset_from_dict(old)
+    preset = preset_from_dict(old)
     assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": "2", "max_length": "96"}
 
 
@@ -192,11 +193,11 @@ def test_fusion_config_saved_with_flat_loop_fields_still_loads():
            "epochs": 4, "batch_size": 16, "grad_accum": 2, "lr": 5e-5, "warmup": 1.0, "weight_decay": 0.01,
            "mixed_precision": "auto", "num_workers": 0, "max_steps_per_epoch": 0, "time_budget_s": 0.0,
            "progress": False, "log_with": ""}
-    preset = presets.preset_from_dict(json.loads(json.dumps(old)))
+    preset = preset_from_dict(json.loads(json.dumps(old)))
     assert preset.loop == presets.LoopConfig(epochs=4, batch_size=16, grad_accum=2, lr=5e-5, warmup=0.25,
                                              progress=False)
     assert preset.encoder == "minilm" and preset.head == (256, 64)
-    blend = presets.preset_from_dict({"kind": "blend", "fusion_preset": "minilm",
+    blend = preset_from_dict({"kind": "blend", "fusion_preset": "minilm",
                                       "inner": [["fusion.epochs", 2], ["fusion.warmup", 1.0], ["cpu.trees", 50]]})
     assert presets.inner_overrides(blend, "fusion") == {"loop.epochs": 2, "loop.warmup": 0.5}
     assert presets.resolve_preset("minilm", presets.inner_overrides(blend, "fusion")).loop.warmup == 0.5
