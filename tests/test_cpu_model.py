@@ -99,6 +99,18 @@ def test_pruned_search_recall_and_exact_similarities():
                 assert s == pytest.approx(prepared[i].multiply(index.rows_[j]).sum(), rel=1e-5)
 
 
+def test_an_exact_twin_of_a_pruned_index_finds_the_exact_neighbours():
+    rows, query = _random_rows(500, 3), _random_rows(50, 4)
+    pruned = NeighbourIndex(SearchSpec(method="pruned", max_df=0.3, strong_terms=4)).fit(rows)
+    exact = NeighbourIndex(SearchSpec(method="exact", max_df=0.3)).fit(rows)
+    twin = pruned.exact()
+    assert pruned.method_ == "pruned" and twin.method_ == "exact"
+    found, sims = twin.search(query, 10)
+    expected, expected_sims = exact.search(query, 10)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(sims, expected_sims, rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def fitted() -> PricePredictor:
     return PricePredictor("cpu", trees=60).fit(make_catalog(300))

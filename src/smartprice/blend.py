@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from .errors import CatalogError
-from .kinds import model_class
+from .kinds import model_class, preset_from_dict
 from .metrics import smape
-from .presets import BlendPreset, inner_overrides, preset_from_dict, preset_to_dict, resolve_preset
+from .presets import BlendPreset, inner_overrides, preset_to_dict, resolve_preset
 
 log = logging.getLogger(__name__)
 WEIGHTS = np.linspace(0.0, 1.0, 21)  # candidate weights of the fusion model, steps of 0.05

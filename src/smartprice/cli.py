@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainloop.about import __version__
-from trainloop.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
+from sharedcore.about import __version__
+from sharedcore.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
 
 from .catalog import DEFAULT_CHUNK_ROWS, read_catalog
 from .errors import MissingExtraError, SettingsError, UserError
@@ -209,7 +209,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from trainloop.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
+    from sharedcore.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
 
     from . import presets
     from .kinds import needs_nn

@@ -12,14 +12,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainloop.about import __version__
+from sharedcore.about import __version__
 
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN
 from .errors import CatalogError
-from .kinds import model_class
+from .kinds import model_class, preset_from_dict
 from .metrics import smape, smape_report
 from .modelio import CONFIG_NAME, FORMAT_VERSION, atomic_directory, read_config, write_config
-from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
+from .presets import DEFAULT_PRESET, preset_to_dict, resolve_preset
 from .ranges import RANGES_FILE, RETRAIN_FOR_RANGES, NoRangesError, PriceRanges, check_coverages
 
 log = logging.getLogger(__name__)

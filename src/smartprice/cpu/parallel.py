@@ -227,11 +227,11 @@ def _serve_parent() -> None:
     sys.stdout = sys.stderr  # nothing else may write to the pipe
     directory, preset, state = recv.recv()
     try:
-        from ..presets import preset_from_dict
+        from ..presets import CpuPreset, saved_preset
         from .model import CpuModel
         from .trees import open_trees
 
-        model = CpuModel.load(preset_from_dict(preset), Path(directory), state)
+        model = CpuModel.load(saved_preset(CpuPreset, preset), Path(directory), state)
         trees = open_trees(model.trees_text_)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the rows itself
         send.send(f"{type(exc).__name__}: {exc}")
