@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from shared_data import DATA, require
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 BASE = "7aebb0931fb3661b930f9a6dc3f8ed20c832f568"  # the default before the rebuild (issue 16's "today's default")
 CACHE = Path.home() / ".cache" / "smartprice-bench"
 TARGETS = {"predict_rows_s": 2500, "predict10_rows_s": 6000, "one_p50_ms": 2.0, "one_p99_ms": 5.0, "fit_s": 15,
@@ -215,6 +215,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of the quick measures")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    require("bench/cpu.py", "any of its measures (each fits on train.csv and predicts test_unlabeled.csv)",
+            "train.csv", "test_unlabeled.csv")  # before the base venv is built: minutes of work for nothing
     started = time.time()
     sides = {"base": base_python(args.base), "head": sys.executable}
     work = Path(tempfile.mkdtemp(prefix="smartprice-bench-"))

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from shared_data import DATA, HOW_TO_GET
 
 from smartprice import read_catalog
 from smartprice.features import FeatureEncoder, parse_listings
@@ -42,7 +43,7 @@ from trainloop import train
 from trainloop.overrides import apply_overrides, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "train.csv"
+SHARED_TRAIN = DATA / "train.csv"
 EXAMPLE_TRAIN = ROOT / "examples" / "train.csv"  # --tiny falls back to it: the test runs anywhere
 PRESETS = ("ultra", "fast", "blazing", "optimized")
 
@@ -369,7 +370,12 @@ def main() -> None:
     args.inference_rows = args.inference_rows or (64 if args.tiny else 2048)
     data_path = args.data or (SHARED_TRAIN if SHARED_TRAIN.exists() or not args.tiny else EXAMPLE_TRAIN)
     if not data_path.exists():
-        sys.exit(f"bench/gpu.py needs a labelled catalog: {data_path} is absent (--data FILE, or --tiny)")
+        how = "" if args.data else f"; {HOW_TO_GET}"
+        print(f"bench/gpu.py: cannot run the presets: {data_path} is absent (--data FILE, or --tiny){how}", file=sys.stderr)
+        sys.exit(2)
+    if args.data is None and data_path == EXAMPLE_TRAIN:
+        print(f"bench/gpu.py: {SHARED_TRAIN} is absent: --tiny feeds the example catalog {EXAMPLE_TRAIN} instead "
+              "(the script's path is checked all the same; real listings are longer)", file=sys.stderr, flush=True)
     if not args.tiny and not torch.cuda.is_available():
         print("no CUDA GPU: the figures below are this CPU's, not a GPU's (--tiny checks the script quickly)",
               flush=True)

@@ -22,7 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import DATA, require
+
 RSS_LIMIT_MIB = 2048  # the bound for 440,000 listings
 
 
@@ -91,8 +92,9 @@ def main() -> None:
         return
     import pandas as pd
 
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/scale.py needs the shared data: {DATA / 'train.csv'} is absent")
+    require("bench/scale.py", "the streamed predict (test_unlabeled.csv repeated), the report and explain (holdout.csv)"
+            + ("" if args.model else " and the fit (train.csv; --model DIR uses a fitted model instead)"),
+            *([] if args.model else ["train.csv"]), "test_unlabeled.csv", "holdout.csv")
     cli = [sys.executable, "-m", "smartprice", "-q"]
     chunk = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
     results: dict = {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()[0]}

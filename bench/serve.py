@@ -32,8 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from shared_data import DATA, require
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIENTS = 8         # concurrent single-listing clients, as the issue specifies
 BATCH_ROWS = 1000   # listings per batch request
 BAD_REQUESTS = 500  # bad requests mixed into the traffic
@@ -221,8 +221,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (default: 2, one per core)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     args = parser.parse_args()
-    if not (DATA / "test_unlabeled.csv").exists():
-        sys.exit(f"bench/serve.py needs the shared data: {DATA / 'test_unlabeled.csv'} is absent")
+    require("bench/serve.py", "the server load test (listings from test_unlabeled.csv"
+            + (")" if args.model else "; the model fitted on train.csv, or --model DIR)"),
+            "test_unlabeled.csv", *([] if args.model else ["train.csv"]))
     texts = pd.read_csv(DATA / "test_unlabeled.csv", dtype=str, keep_default_na=False)["catalog_content"].tolist()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,8 @@ import threading
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import DATA, require
+
 TARGET_RATIO = 0.8  # the bar: Spark on local[2] keeps 80% of one process's rows/s on the same cores
 
 
@@ -158,8 +159,9 @@ def main() -> None:
     if args.spark_run:
         spark_run(*args.spark_run, args.batch_size, args.driver_memory)
         return
-    if not (DATA / "test_unlabeled.csv").exists():
-        sys.exit(f"bench/spark.py needs the shared data: {DATA / 'test_unlabeled.csv'} is absent")
+    require("bench/spark.py", "the Spark comparison (test_unlabeled.csv repeated"
+            + (")" if args.model else "; the model fitted on train.csv, or --model DIR)"),
+            "test_unlabeled.csv", *([] if args.model else ["train.csv"]))
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     cli = [sys.executable, "-m", "smartprice", "-q"]
     results: dict = {"cpu_count": os.cpu_count(), "load_average_start": round(os.getloadavg()[0], 2)}
