@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_catalog
+from conftest import make_catalog, shared_file
 from smartprice import CatalogError, PricePredictor, read_catalog
 from smartprice import spark as spark_module
 from smartprice.modelio import ModelDirError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 REAL_ROWS = 300  # a few hundred real listings: every code path, seconds of work
 
 
@@ -67,9 +66,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_parquet(tmp_path_factory) -> Path:
     """The first few hundred rows of test_unlabeled.csv as Parquet (skipped without the shared data)."""
-    source = DATA / "test_unlabeled.csv"
-    if not source.exists():
-        pytest.skip(f"shared data not available: {source} is absent")
+    source = shared_file("test_unlabeled.csv")
     path = tmp_path_factory.mktemp("spark-real") / "test.parquet"
     pd.read_csv(source, dtype=str, keep_default_na=False, nrows=REAL_ROWS).to_parquet(path, index=False)
     return path
