@@ -24,11 +24,32 @@ DATA = ROOT.parent / "shared" / "data"  # the real data, beside the repository (
 SMARTPRICE = [sys.executable, "-m", "smartprice", "-q"]  # the CLI as a user runs it, from this Python
 
 
-def require_data(script: str, *names: str) -> None:
-    """Stop the bench with one line when a shared data file it needs is absent."""
-    for name in names:
-        if not (DATA / name).exists():
-            sys.exit(f"{script} needs the shared data: {DATA / name} is absent")
+HOW_TO_GET = (f"to run it, put the real data in {DATA}, a folder beside the checkout: train.csv, holdout.csv, "
+              "stress_extremes.csv and test_unlabeled.csv, rows of the Amazon ML Challenge 2025 ('Smart Product "
+              "Pricing') train and test files with columns sample_id, catalog_content, image_link[, price]")
+
+
+def absent(*names: str) -> list[str]:
+    """The named shared data files that are not there."""
+    return [name for name in names if not (DATA / name).is_file()]
+
+
+def require_data(script: str, *names: str, part: str = "its measurements") -> None:
+    """Stop with status 2, before any work, when a file that `part` (what the run was asked for) needs is absent."""
+    missing = absent(*names)
+    if missing:
+        print(f"{script}: cannot run {part}: {', '.join(missing)} absent from {DATA}; {HOW_TO_GET}", file=sys.stderr)
+        sys.exit(2)
+
+
+def optional_data(script: str, part: str, *names: str) -> str | None:
+    """None when a side measure's files are there; else why it is skipped (also printed on stderr)."""
+    missing = absent(*names)
+    if not missing:
+        return None
+    reason = f"{', '.join(missing)} absent from {DATA}"
+    print(f"{script}: skipping {part}: {reason}; {HOW_TO_GET}", file=sys.stderr, flush=True)
+    return reason
 
 
 def machine() -> str:
