@@ -36,6 +36,7 @@ PLAIN = {
     "value_per_unit": "size of one item", "name_size": "size stated in the name", "text_length": "length of the text",
 }
 TOP_SIGNALS = 8  # individual signals listed under the groups
+SHOWN = 0.005    # smaller effects (under 0.5%, which would read "0%") are left out
 
 
 @dataclass(frozen=True)
@@ -74,17 +75,22 @@ def effects(contributions: dict[str, float]) -> tuple[float, list[Effect], list[
     for name, value in contributions.items():
         if name != "bias":
             totals[next(label for label, test in GROUPS if test(name))] += value
-    groups = sorted((_effect(label, value) for label, value in totals.items() if abs(value) >= 5e-4),
+    groups = sorted((_effect(label, value) for label, value in totals.items() if abs(value) >= SHOWN),
                     key=lambda e: -abs(e.log_change))
     singles = sorted(((name, value) for name, value in contributions.items() if name != "bias"), key=lambda kv: -abs(kv[1]))
-    signals = [_effect(plain_name(name), value) for name, value in singles[:TOP_SIGNALS] if abs(value) >= 5e-4]
+    signals = [_effect(plain_name(name), value) for name, value in singles[:TOP_SIGNALS] if abs(value) >= SHOWN]
     return math.expm1(bias), groups, signals
 
 
 def quantity_line(parsed: dict[str, Any]) -> str:
-    """'72 Fl Oz (volume), 6 items, 12.7 l in all' from explain's parsed fields."""
+    """'72 Fl Oz (volume), 2129.29 ml in all' from explain's parsed fields (the pack count is shown on its own)."""
     value = f"{parsed['value']:g} {parsed['unit']}".strip() if parsed["value"] is not None else "no Value field"
-    items = f"{parsed['pack_count']} item" + ("s" if parsed["pack_count"] != 1 else "")
-    total = f", {parsed['total_quantity']:.6g} {parsed['base_unit']} in all".rstrip() if parsed["total_quantity"] else ""
-    dimension = f" ({parsed['dimension']})" if parsed["dimension"] and parsed["dimension"] != "unknown" else ""
-    return f"{value}{dimension}, {items}{total}"
+    dimension = f" ({parsed['dimension']})" if parsed["dimension"] in ("mass", "volume", "length", "area") else ""
+    total, unit = parsed["total_quantity"], parsed["base_unit"]
+    in_all = f", {total:.6g} {unit} in all" if total and unit and (unit != "items" or total != parsed["value"]) else ""
+    return f"{value}{dimension}{in_all}"
+
+
+def pack_line(count: int) -> str:
+    """6 -> '6 items', 1 -> '1 item (not a multi-pack)'."""
+    return f"{count} items" if count != 1 else "1 item (not a multi-pack)"

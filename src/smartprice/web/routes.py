@@ -28,7 +28,7 @@ from starlette.datastructures import UploadFile
 from ..catalog import TEXT_COLUMN
 from ..errors import UserError
 from ..serve import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, WARM_UP_LISTING
-from .answer import effects, quantity_line
+from .answer import effects, pack_line, quantity_line
 from .files import display_name, download_name, price_upload
 from .forms import FieldError, ListingForm, read_form
 
@@ -115,7 +115,8 @@ def answer_listing(predictor: Any, text: str) -> dict[str, Any]:
     frame = pd.DataFrame({TEXT_COLUMN: [text]})
     entry = predictor.explain(frame, k=NEIGHBOURS)[0]
     answer = {"price": entry["price"], "clipped": entry["clipped"], "parsed": entry["parsed"],
-              "quantity": quantity_line(entry["parsed"]), "neighbours": entry["neighbours"] or [], "notes": entry["notes"],
+              "quantity": quantity_line(entry["parsed"]), "pack": pack_line(entry["parsed"]["pack_count"]),
+              "neighbours": entry["neighbours"] or [], "notes": entry["notes"],
               "start": None, "groups": [], "signals": [], "range": None, "range_note": None, "coverage": PAGE_COVERAGE}
     if entry["contributions"]:
         answer["start"], answer["groups"], answer["signals"] = effects(entry["contributions"])
