@@ -11,6 +11,7 @@ import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import python_multipart  # noqa: F401  (Starlette parses forms with it, and says nothing at import when it is missing)
 from fastapi import Request
 from starlette.datastructures import FormData
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
