@@ -78,6 +78,9 @@ def test_the_page_opens_offline_with_a_label_for_every_control(client):
     assert controls and not set(controls) - labels, set(controls) - labels
     assert "Training listings</dt><dd>61</dd>" in html  # the model card
     assert client.get("/static/nothing.txt").status_code == 404
+    for form in ("/price", "/price-file"):  # a bookmarked or reloaded answer leads back to the page
+        response = client.get(form, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/"
 
 
 def test_a_pasted_listing_is_answered_on_the_page(client, model_dir):

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import pandas as pd
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.datastructures import UploadFile
@@ -156,6 +156,13 @@ def _failure(request: Request, started: float, exc: Exception, **context: Any) -
 async def page(request: Request) -> Response:
     """The page: paste a listing, upload a file, read the model's card."""
     return render(request, time.perf_counter())
+
+
+@router.get("/price")
+@router.get("/price-file")
+async def back_to_the_page() -> Response:
+    """A reloaded or bookmarked answer: the page, not a 405."""
+    return RedirectResponse("/", status_code=303)
 
 
 @router.post("/price")
