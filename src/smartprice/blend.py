@@ -52,7 +52,17 @@ class Blend:
         log.info("blend: fusion weight %.2f (held-out SMAPE cpu %.2f, fusion %.2f, blend %.2f)", self.weight_,
                  scores[0], scores[-1], min(scores))
         self.cpu_ = _model(cpu_config).fit(texts, y)
+        blended = (1 - self.weight_) * cpu_valid + self.weight_ * fusion_valid
+        self.calibration_ = (blended, y[valid], None)  # held-out rows of both parts: the price ranges' rows
         return self
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, None] | None:
+        """The blend's held-out predicted and true log prices (just after fit), or None."""
+        return getattr(self, "calibration_", None)
+
+    def predict_difficulty(self, texts: Sequence[str]) -> tuple[np.ndarray, None]:
+        """Predicted log1p(price) and no difficulty: a blend's ranges have one width per price band."""
+        return self.predict(texts), None
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return (1 - self.weight_) * self.cpu_.predict(texts) + self.weight_ * self.fusion_.predict(texts)

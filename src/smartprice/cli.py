@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("model", type=Path, help="model directory written by 'smartprice train'")
     predict.add_argument("input", type=Path, help="catalog (.csv or .parquet) with sample_id, catalog_content")
     predict.add_argument("--out", type=Path, required=True, help="output CSV (sample_id,price), same row order")
+    predict.add_argument("--interval", metavar="COVERAGE",
+                         help="also write price_low,price_high: a calibrated range holding this share of prices (0.8)")
     predict.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS,
                          help=f"rows read, predicted and written at a time (default {DEFAULT_CHUNK_ROWS}); memory stays flat")
 
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("labelled", type=Path, help="labelled catalog (.csv or .parquet)")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
     evaluate.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows read and scored at a time")
+    evaluate.add_argument("--interval", metavar="COVERAGES",
+                          help="also report the observed coverage and width of price ranges at these levels (0.8,0.9)")
 
     report = commands.add_parser("report", help="a self-contained HTML report (plots embedded) of a model on a labelled catalog")
     report.add_argument("model", type=Path, help="model directory written by 'smartprice train'")
@@ -176,26 +180,36 @@ def _paused_gc() -> Iterator[None]:
 
 def _predict(args: argparse.Namespace) -> None:
     from .predictor import PricePredictor
+    from .ranges import check_coverage
     from .stream import predict_file
 
+    if args.interval is not None:
+        check_coverage(args.interval, "--interval")  # before any work
     model = PricePredictor.load(args.model)
     with _progress(args, "predict") as progress, _paused_gc():
-        predict_file(model, args.input, args.out, chunk_rows=args.chunk_rows, progress=progress)
+        predict_file(model, args.input, args.out, chunk_rows=args.chunk_rows, progress=progress, interval=args.interval)
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .predictor import PricePredictor
+    from .ranges import check_coverages
     from .stream import evaluate_file
 
+    if args.interval is not None:
+        check_coverages(args.interval, "--interval")  # before any work
     model = PricePredictor.load(args.model)
     with _progress(args, "evaluate") as progress, _paused_gc():
-        report = evaluate_file(model, args.labelled, chunk_rows=args.chunk_rows, progress=progress)
+        report = evaluate_file(model, args.labelled, chunk_rows=args.chunk_rows, progress=progress,
+                               intervals=args.interval)
     if args.json:
         print(json.dumps(report, indent=2))
         return
     print(f"SMAPE {report['smape']:.2f} on {report['rows']} rows")
     for band, entry in report["by_band"].items():
         print(f"  price {band:>8}: SMAPE {entry['smape']:6.2f}  ({entry['rows']} rows)")
+    for level, entry in report.get("ranges", {}).items():
+        print(f"  {float(level):.0%} range: holds {entry['coverage']:.1f}% of prices, median width x{entry['median_width']:.2f}"
+              " (high / low)")
 
 
 def _serve(args: argparse.Namespace) -> None:

@@ -223,6 +223,7 @@ class FusionRegressor:
         self.net_.eval()
         self.valid_rows_ = valid_rows  # held out for the best epoch; the blend weighs models on them
         self.valid_pred_ = self._predict_ids(self.net_, valid_ids, features[valid_rows]) if n_valid else np.zeros(0)
+        self.calibration_ = (self.valid_pred_, y[valid_rows], None) if n_valid else None  # the price ranges' rows
         return self
 
     # --- predict --------------------------------------------------------------------------------
@@ -247,6 +248,14 @@ class FusionRegressor:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted log1p(price) for listing texts."""
         return self._predict_ids(self.net_, self._tokenise(texts), self._features(texts))
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, None] | None:
+        """Predicted and true log prices of the held-out validation rows (just after fit), or None."""
+        return getattr(self, "calibration_", None)
+
+    def predict_difficulty(self, texts: Sequence[str]) -> tuple[np.ndarray, None]:
+        """Predicted log1p(price) and no difficulty: the ranges of a fusion model have one width per price band."""
+        return self.predict(texts), None
 
     def explainer(self) -> None:
         """None: a transformer keeps no training listings and its output has no per-feature split."""

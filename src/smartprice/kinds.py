@@ -61,6 +61,12 @@ class PriceModel(Protocol):
     def load(cls, preset: Any, directory: Path, state: dict[str, Any]) -> PriceModel:
         """Read what `save` wrote; a damaged or foreign directory is a ModelDirError."""
 
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Rows the model was not fitted on, for its price ranges: predicted and true log1p(price), difficulty or None."""
+
+    def predict_difficulty(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """log1p(price) of every text (as `predict`) and each one's difficulty (None: one range width per price band)."""
+
     def explainer(self) -> Explainer | None:
         """The part that explains this model's prices (neighbours, contributions), or None."""
 

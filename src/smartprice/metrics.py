@@ -34,3 +34,13 @@ def smape_report(predicted: np.ndarray, actual: np.ndarray) -> dict:
             bands[label] = {"smape": smape(predicted[mask], actual[mask]), "rows": int(mask.sum())}
         lower = upper
     return {"smape": smape(predicted, actual), "rows": int(actual.size), "by_band": bands}
+
+
+def range_report(actual: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict:
+    """How a set of price ranges did: share of prices inside (percent), median and mean width (high / low)."""
+    actual, low, high = (np.asarray(a, dtype=float) for a in (actual, low, high))
+    inside = (actual >= low) & (actual <= high)
+    width = high / low
+    return {"coverage": float(100 * inside.mean()) if actual.size else float("nan"),
+            "median_width": float(np.median(width)) if actual.size else float("nan"),
+            "mean_width": float(width.mean()) if actual.size else float("nan"), "rows": int(actual.size)}

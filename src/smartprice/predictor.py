@@ -16,6 +16,7 @@ from .kinds import model_class
 from .metrics import smape_report
 from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
 from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
+from .ranges import RANGES_FILE, RETRAIN_FOR_RANGES, NoRangesError, PriceRanges, check_coverages
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class PricePredictor:
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
         started = time.perf_counter()
         self.model_ = model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
+        calibration = self.model_.calibration()
+        self.ranges_ = PriceRanges.calibrate(*calibration) if calibration is not None else None
         self.fit_info_ = {"training_rows": int(len(frame)), "fit_seconds": round(time.perf_counter() - started, 2)}
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
@@ -73,6 +76,35 @@ class PricePredictor:
         if len(frame) == 0:
             return np.zeros(0)
         return self._prices(self.model_.predict(_texts(frame)))
+
+    def predict_interval(self, frame: pd.DataFrame, coverage: float = 0.8) -> pd.DataFrame:
+        """`price` (as `predict`) and a calibrated range `price_low`..`price_high` holding `coverage` of such listings' prices.
+
+        The range comes from conformal prediction on rows the model was not fitted on (see ranges.py).
+        """
+        prices, ranges = self.predict_ranges(frame, check_coverages(coverage)[:1])
+        low, high = next(iter(ranges.values())) if ranges else (prices, prices)
+        return pd.DataFrame({"price": prices, "price_low": low, "price_high": high}, index=frame.index)
+
+    def predict_ranges(self, frame: pd.DataFrame, coverages: list[float]) -> tuple[np.ndarray, dict[float, tuple[np.ndarray, np.ndarray]]]:
+        """Prices and, per coverage, (low, high) prices of every row; one pass over the listings for all coverages."""
+        self._check_fitted()
+        coverages = check_coverages(coverages) if coverages else []
+        if getattr(self, "ranges_", None) is None:
+            raise NoRangesError(f"this model has no price ranges: {RETRAIN_FOR_RANGES}")
+        if len(frame) == 0:
+            return np.zeros(0), {c: (np.zeros(0), np.zeros(0)) for c in coverages}
+        log_price, difficulty = self.model_.predict_difficulty(_texts(frame))
+        ranges = {}
+        for coverage in coverages:
+            low, high = self.ranges_.interval(log_price, coverage, difficulty)
+            ranges[coverage] = (self._prices(low), self._prices(high))
+        return self._prices(log_price), ranges
+
+    @property
+    def has_ranges(self) -> bool:
+        """Whether this model gives price ranges (models saved before they existed do not)."""
+        return getattr(self, "ranges_", None) is not None
 
     def expect_rows(self, rows: int) -> None:
         """A hint before a large predict: the model may start worker processes while the caller reads its input."""
@@ -99,7 +131,8 @@ class PricePredictor:
         self._check_fitted()
         info = getattr(self, "fit_info_", {})
         return {"preset": self.preset, "kind": self.config_.kind, "training_rows": info.get("training_rows"),
-                "fit_seconds": info.get("fit_seconds"), "format_version": getattr(self, "format_version_", FORMAT_VERSION)}
+                "fit_seconds": info.get("fit_seconds"), "format_version": getattr(self, "format_version_", FORMAT_VERSION),
+                "ranges": self.has_ranges}
 
     def score(self, frame: pd.DataFrame) -> dict:
         """SMAPE (percent) overall and per price band on labelled rows."""
@@ -113,9 +146,13 @@ class PricePredictor:
         directory = Path(directory)
         with atomic_directory(directory) as staging:
             state = self.model_.save(staging)
+            ranges = getattr(self, "ranges_", None)
+            if ranges is not None:
+                np.savez(staging / RANGES_FILE, **ranges.arrays())
             write_config(staging, {"preset": self.preset, "config": preset_to_dict(self.config_),
                                    "price_range": list(self.price_range_), "model_state": state,
-                                   "fit_info": getattr(self, "fit_info_", {})})
+                                   "fit_info": getattr(self, "fit_info_", {}),
+                                   "ranges": ranges.state() if ranges is not None else None})
         log.info("saved model to %s", directory)
         return directory
 
@@ -131,4 +168,5 @@ class PricePredictor:
         predictor.fit_info_ = saved.get("fit_info", {})  # absent in models saved before it was recorded
         predictor.format_version_ = saved["format_version"]
         predictor.model_ = model_class(config).load(config, directory, saved["model_state"])
+        predictor.ranges_ = PriceRanges.load(directory, saved["ranges"]) if saved.get("ranges") else None
         return predictor

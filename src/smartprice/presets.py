@@ -54,6 +54,12 @@ class CpuPreset:
     objective: str = "huber"          # on log1p(price): robust like SMAPE, smooth near zero
     huber_delta: float = 0.5          # residual (log) where huber turns linear; 0.5 beat 1.0 in train.csv CV
     threads: int = 2                  # worker threads for LightGBM (the laptop has 2 cores)
+    range_method: str = "adaptive"    # price ranges: "adaptive" (width from a difficulty model), "constant" width, or
+                                      # "none"; adaptive is narrower at the same coverage (bench/ranges.py)
+    range_trees: int = 150            # trees of each out-of-fold level 2 the ranges calibrate on (same trees x rate as
+                                      # `trees`): ranges cost a fraction of a fit (bench/ranges.py)
+    difficulty_trees: int = 50        # trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave the
+                                      # same coverage and width on train.csv folds (bench/ranges.py)
 
 
 @dataclass(frozen=True)

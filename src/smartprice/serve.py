@@ -80,6 +80,9 @@ class PredictRequest(BaseModel):
     """The listings to price, 1 to MAX_ITEMS of them."""
 
     items: list[Listing] = Field(min_length=1, max_length=MAX_ITEMS)
+    interval: float | None = Field(default=None, gt=0, lt=1, strict=True, allow_inf_nan=False,
+                                   description="optional coverage of a calibrated price range (0.8: 80% of such "
+                                               "listings' prices fall inside); adds price_low and price_high")
 
 
 class Prediction(BaseModel):
@@ -87,6 +90,8 @@ class Prediction(BaseModel):
 
     sample_id: str
     price: float = Field(gt=0, description="finite, > 0, within the training price range")
+    price_low: float | None = Field(default=None, gt=0, description="the range's low end (only when interval is asked)")
+    price_high: float | None = Field(default=None, gt=0, description="the range's high end (only when interval is asked)")
 
 
 class PredictResponse(BaseModel):
@@ -105,6 +110,7 @@ class ModelInfo(BaseModel):
     training_rows: int | None
     fit_date: str | None = Field(description="when the model was saved (ISO 8601, UTC)")
     validation: dict[str, Any] | None
+    ranges: bool = Field(description="whether the model gives calibrated price ranges (\"interval\" in /predict)")
     limits: dict[str, int]
 
 
@@ -187,6 +193,8 @@ def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
             prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING] * rows}))
             if not (len(prices) == rows and np.isfinite(prices).all() and (prices > 0).all()):
                 raise ValueError(f"a test listing was priced {prices[:1]!r}")
+        if predictor.has_ranges:  # the ranges' difficulty trees are opened now, not by the first request
+            predictor.predict_interval(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING]}), 0.8)
     except ModelDirError:
         raise
     except Exception as exc:  # a damaged artefact can fail in numpy, LightGBM, torch ...
@@ -204,7 +212,7 @@ def _model_info(model_dir: Path, saved: dict[str, Any], predictor: PricePredicto
     validation = fit_info.get("validation") or predictor.model_.validation()
     return {"preset": str(saved["preset"]), "kind": predictor.config_.kind, "format_version": int(saved["format_version"]),
             "smartprice_version": saved.get("smartprice_version"), "training_rows": rows, "fit_date": fit_date,
-            "validation": validation,
+            "validation": validation, "ranges": predictor.has_ranges,
             "limits": {"max_items": MAX_ITEMS, "max_body_bytes": MAX_BODY_BYTES, "max_text_chars": MAX_TEXT_CHARS,
                        "max_id_chars": MAX_ID_CHARS}}
 
@@ -439,11 +447,18 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
                                   (422, "missing or non-string field, 0 or too many items, a field too long"),
                                   (500, "a defect of smartprice (its traceback is in the server log)"))}
 
-    @app.post("/predict", response_model=PredictResponse, responses=errors)
+    @app.post("/predict", response_model=PredictResponse, responses=errors, response_model_exclude_none=True)
     async def predict(body: PredictRequest, request: Request) -> PredictResponse:
-        """Prices for 1 to 10,000 listings, in the order given."""
+        """Prices for 1 to 10,000 listings, in the order given; with `interval`, each price's calibrated range."""
         request.scope["state"]["note"]["items"] = len(body.items)
-        prices = await request.app.state.coalesce([item.catalog_content for item in body.items])  # a failure: 500
+        texts = [item.catalog_content for item in body.items]
+        if body.interval is not None:
+            frame = await run_in_threadpool(request.app.state.predictor.predict_interval, pd.DataFrame({TEXT_COLUMN: texts}),
+                                            body.interval)
+            return PredictResponse(predictions=[
+                Prediction(sample_id=item.sample_id, price=float(price), price_low=float(low), price_high=float(high))
+                for item, price, low, high in zip(body.items, frame["price"], frame["price_low"], frame["price_high"])])
+        prices = await request.app.state.coalesce(texts)  # a failure: 500
         return PredictResponse(predictions=[Prediction(sample_id=item.sample_id, price=float(price))
                                             for item, price in zip(body.items, prices)])
 

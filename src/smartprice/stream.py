@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .catalog import DEFAULT_CHUNK_ROWS, ID_COLUMN, PRICE_COLUMN, iter_catalog  # re-exported for the CLI
-from .metrics import smape_report
+from .metrics import range_report, smape_report
+from .ranges import RETRAIN_FOR_RANGES, NoRangesError, check_coverage, check_coverages
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,16 @@ def _chunk_done(rows: int, progress: Progress | None) -> None:
 
 
 def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                 progress: Progress | None = None) -> int:
+                 progress: Progress | None = None, interval: float | None = None) -> int:
     """Write `sample_id,price` for every row of a catalog to `out`, chunk by chunk; return the row count.
 
-    `model` is a fitted PricePredictor. `out` appears only when complete (a failure leaves any old file).
+    `model` is a fitted PricePredictor. With `interval` (a coverage such as 0.8) the rows also get
+    `price_low,price_high`. `out` appears only when complete (a failure leaves any old file).
     """
+    if interval is not None:
+        interval = check_coverage(interval, "--interval")
+        if not model.has_ranges:  # before reading the catalog
+            raise NoRangesError(f"this model has no price ranges: {RETRAIN_FOR_RANGES}")
     out = Path(out)
     temporary = _temporary_beside(out)
     rows = 0
@@ -58,8 +64,11 @@ def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: i
     try:
         with open(temporary, "w", encoding="utf-8", newline="") as handle:
             for frame in iter_catalog(path, chunk_rows=chunk_rows):
-                prices = model.predict(frame)
-                pd.DataFrame({ID_COLUMN: frame[ID_COLUMN], "price": prices}).to_csv(handle, header=rows == 0, index=False)
+                if interval is None:
+                    priced = pd.DataFrame({ID_COLUMN: frame[ID_COLUMN], "price": model.predict(frame)})
+                else:
+                    priced = pd.concat([frame[[ID_COLUMN]], model.predict_interval(frame, interval)], axis=1)
+                priced.to_csv(handle, header=rows == 0, index=False)
                 rows += len(frame)
                 _chunk_done(len(frame), progress)
         temporary.replace(out)
@@ -71,11 +80,29 @@ def predict_file(model: Any, path: str | Path, out: str | Path, *, chunk_rows: i
 
 
 def evaluate_file(model: Any, path: str | Path, *, strict: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-                  progress: Progress | None = None) -> dict:
-    """SMAPE overall and by price band on a labelled catalog read in chunks (keeps two floats per row)."""
-    predicted, actual = [], []
+                  progress: Progress | None = None, intervals: list[float] | None = None) -> dict:
+    """SMAPE overall and by price band on a labelled catalog read in chunks (keeps a few floats per row).
+
+    With `intervals` (coverages such as [0.8, 0.9]) the report also has each range's observed coverage and width.
+    """
+    levels = check_coverages(intervals, "--interval") if intervals else []
+    if levels and not model.has_ranges:
+        raise NoRangesError(f"this model has no price ranges: {RETRAIN_FOR_RANGES}")
+    predicted, actual, bounds = [], [], {c: ([], []) for c in levels}
     for frame in iter_catalog(path, labelled=True, strict=strict, chunk_rows=chunk_rows):
-        predicted.append(model.predict(frame))
+        if levels:
+            prices, ranges = model.predict_ranges(frame, levels)
+            for level, (low, high) in ranges.items():
+                bounds[level][0].append(low)
+                bounds[level][1].append(high)
+        else:
+            prices = model.predict(frame)
+        predicted.append(prices)
         actual.append(frame[PRICE_COLUMN].to_numpy(dtype=float))
         _chunk_done(len(frame), progress)
-    return smape_report(np.concatenate(predicted), np.concatenate(actual))
+    truth = np.concatenate(actual)
+    report = smape_report(np.concatenate(predicted), truth)
+    if levels:
+        report["ranges"] = {f"{level:g}": range_report(truth, np.concatenate(low), np.concatenate(high))
+                            for level, (low, high) in bounds.items()}
+    return report

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import SettingsError
 from ..modelio import ModelDirError
 from ..presets import CpuPreset
+from .difficulty import fit_difficulty, out_of_fold_prices
 from .level1 import DENSE_FEATURES, Level1, Listings, check_knn_views, parse, view_spec
 from .trees import NativeTrees, TreeArrays
 from .views import TextViews
@@ -30,6 +32,41 @@ ARRAYS_FILE = "cpu_model.npz"
 LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
 BATCH_ROWS = 10_000  # from here the trees score on `threads` threads, all rows at once (below: per piece, one thread)
 RETRAIN = "it was saved by an older smartprice whose CPU model layout this version cannot read; retrain it"
+
+
+RANGE_METHODS = ("adaptive", "constant", "none")
+
+
+def check_range_settings(preset: CpuPreset) -> None:
+    """The preset's range fields, or a SettingsError naming the one that does not fit."""
+    if preset.range_method not in RANGE_METHODS:
+        raise SettingsError(f"range_method must be one of {', '.join(RANGE_METHODS)}; got {preset.range_method!r}")
+    for name in ("range_trees", "difficulty_trees"):
+        if getattr(preset, name) < 1:
+            raise SettingsError(f"{name} must be at least 1; got {getattr(preset, name)}")
+
+
+class Difficulty:
+    """The difficulty model of the adaptive price ranges: expected |error| of log1p(price) from LightGBM's input."""
+
+    PREFIX = "difficulty"
+
+    def __init__(self, model_text: str, arrays: TreeArrays, floor: float) -> None:
+        self.model_text, self.arrays_, self.floor = model_text, arrays, float(floor)
+        self.trees = NativeTrees.from_model_string(model_text) or arrays
+
+    def predict(self, dense: np.ndarray) -> np.ndarray:
+        """Difficulty (n,) of rows of LightGBM's input, never below the floor."""
+        return np.maximum(self.trees.predict(dense), self.floor)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {**self.arrays_.to_arrays(self.PREFIX),
+                f"{self.PREFIX}_model_text": np.frombuffer(self.model_text.encode("utf-8"), dtype=np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Any, floor: float) -> Difficulty:
+        text = arrays[f"{cls.PREFIX}_model_text"].tobytes().decode("utf-8")
+        return cls(text, TreeArrays.from_arrays(arrays, cls.PREFIX), floor)
 
 
 class CpuStack:
@@ -61,6 +98,7 @@ class CpuStack:
 
         p = self.preset
         check_knn_views(p.knn_views)  # before any parsing or embedding work
+        check_range_settings(p)
         log.info("cpu model: parsing and vectorising %d listings", len(texts))
         self.views_ = TextViews(view_spec(p))
         listings = parse(texts, self.views_, fit=True, embedder=self._embedder())
@@ -76,7 +114,23 @@ class CpuStack:
                                   num_boost_round=p.trees)
         self.trees_ = TreeArrays.from_booster(self.booster_)
         self.native_ = NativeTrees.from_model_string(self.booster_.model_to_string())
+        self._fit_ranges(dense, y, folds)
         return self
+
+    def _fit_ranges(self, dense: np.ndarray, y: np.ndarray, folds: np.ndarray) -> None:
+        """What the price ranges calibrate on: out-of-fold prices of the whole stack and, adaptive, each row's difficulty."""
+        p = self.preset
+        self.calibration_, self.difficulty_ = None, None
+        if p.range_method == "none":
+            return
+        log.info("cpu model: price ranges (out-of-fold level 2, %d trees a fold)", p.range_trees)
+        params = self._lgb_params(len(y))
+        held_out = out_of_fold_prices(dense, y, folds, params, p.range_trees, p.trees / p.range_trees)
+        sigmas = None
+        if p.range_method == "adaptive":
+            booster, sigmas, floor = fit_difficulty(dense, y - held_out, params, p.difficulty_trees, p.seed)
+            self.difficulty_ = Difficulty(booster.model_to_string(), TreeArrays.from_booster(booster), floor)
+        self.calibration_ = (held_out, y, sigmas)
 
     # --- predicting -------------------------------------------------------------------------
     def parse(self, texts: Sequence[str]) -> Listings:
@@ -123,6 +177,21 @@ class CpuStack:
                 native = None
             self.native_ = native
         return native or self.trees_
+
+    def calibration(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """Out-of-fold log prices, true log prices and difficulties of the training rows (just after fit), or None."""
+        return getattr(self, "calibration_", None)
+
+    def predict_difficulty(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predicted log1p(price) (as `predict`) and each listing's difficulty (None without the adaptive ranges)."""
+        texts = list(texts)
+        if getattr(self, "difficulty_", None) is None:
+            return self.predict(texts), None
+        from .parallel import in_pool
+
+        dense = in_pool(self, texts, final=False)
+        dense = dense if dense is not None else self.dense(texts)
+        return self.trees().predict(dense, threads=self.preset.threads), self.difficulty_.predict(dense)
 
     def expect_rows(self, rows: int) -> None:
         """A hint that about `rows` listings will be predicted: start worker processes now if they will be used."""
@@ -191,10 +260,15 @@ class CpuStack:
         arrays = {f"idf_{view}": idf for view, idf in self.views_.idf_.items()}
         arrays.update(self.level1_.arrays())
         arrays.update(self.trees_.to_arrays())
+        if getattr(self, "difficulty_", None) is not None:
+            arrays.update(self.difficulty_.arrays())
         np.savez(directory / ARRAYS_FILE, **arrays)  # uncompressed: loads by memory copy, ~4x quicker
         self._booster().save_model(str(directory / "lightgbm.txt"))
         self._save_listings(directory / LISTINGS_FILE)
-        return {"layout": LAYOUT, "level1": self.level1_.state()}
+        state: dict[str, Any] = {"layout": LAYOUT, "level1": self.level1_.state()}
+        if getattr(self, "difficulty_", None) is not None:
+            state["difficulty_floor"] = self.difficulty_.floor
+        return state
 
     def _save_listings(self, path: Path) -> None:
         """Names as one UTF-8 byte array plus offsets: compact, and np.load needs no pickle to read it."""
@@ -219,7 +293,9 @@ class CpuStack:
                 model.views_.idf_ = {view: arrays[f"idf_{view}"] for view in ("word", "name", "char")}
                 model.level1_ = Level1.restore(preset, arrays, state["level1"])
                 model.trees_ = TreeArrays.from_arrays(arrays)
-        except (OSError, KeyError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
+                model.difficulty_ = Difficulty.from_arrays(arrays, state["difficulty_floor"]) \
+                    if "difficulty_floor" in state else None  # absent: no adaptive ranges, or saved before them
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, zipfile.BadZipFile) as exc:
             raise ModelDirError(f"{directory}: damaged CPU model arrays ({exc}); retrain the model") from None
         model.listings_path_ = directory / LISTINGS_FILE  # read by training_listings() on first use
         return model

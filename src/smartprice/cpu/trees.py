@@ -77,13 +77,13 @@ class TreeArrays:
         arrays["depth"][0] = depth
         return cls(arrays)
 
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """Named arrays for an npz file."""
-        return {f"tree_{name}": getattr(self, name) for name in self.FIELDS}
+    def to_arrays(self, prefix: str = "tree") -> dict[str, np.ndarray]:
+        """Named arrays for an npz file (`prefix` tells two models' trees apart in one file)."""
+        return {f"{prefix}_{name}": getattr(self, name) for name in self.FIELDS}
 
     @classmethod
-    def from_arrays(cls, arrays: Any) -> TreeArrays:
-        return cls({name: arrays[f"tree_{name}"] for name in cls.FIELDS})
+    def from_arrays(cls, arrays: Any, prefix: str = "tree") -> TreeArrays:
+        return cls({name: arrays[f"{prefix}_{name}"] for name in cls.FIELDS})
 
     def predict(self, features: np.ndarray, threads: int = 1) -> np.ndarray:
         """Raw scores (n,) of rows of `features` (n, columns), float64 (one thread: `threads` is ignored)."""
