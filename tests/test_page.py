@@ -13,7 +13,6 @@ import io
 import re
 import zipfile
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -217,36 +216,48 @@ def test_files_over_the_limits_are_refused(client):
     assert upload(client, "ok.csv", csv_bytes(make_catalog(3, labelled=False))).status_code == 200
 
 
-def test_range_columns_are_refused_where_the_model_has_none(client):
+@pytest.fixture(scope="module")
+def client_without_ranges(tmp_path_factory):
+    """A model fitted with range_method=none: no calibrated ranges, as models saved before they existed."""
+    path = tmp_path_factory.mktemp("page") / "no-ranges"
+    PricePredictor(preset="cpu", trees=30, folds=3, hash_bits=16, range_method="none").fit(make_catalog(40)).save(path)
+    with TestClient(create_app(path)) as test_client:
+        yield test_client
+
+
+def test_without_ranges_the_page_says_so_and_refuses_range_columns(client_without_ranges):
+    client = client_without_ranges
+    page = client.get("/").text
+    assert "<fieldset disabled>" in page and "This model has no calibrated ranges" in page
+    answer = client.post("/price", data={"listing": "Item Name: Tea 20 Count\nValue: 20\nUnit: Count"}).text
+    assert 'class="price"' in answer and "Likely between" not in answer
     response = upload(client, "shop.csv", csv_bytes(make_catalog(3, labelled=False)), ranges="yes", coverage="0.8")
-    described = client.app.state.predictor.describe()
-    if described.get("ranges"):
-        assert response.status_code == 200
-    else:
-        assert response.status_code == 422 and "no price ranges" in error_of(response.text, "ranges")
-    response = upload(client, "shop.csv", csv_bytes(make_catalog(3, labelled=False)), ranges="yes", coverage="1.5")
-    assert response.status_code == 422 and "between 0 and 1" in error_of(response.text, "coverage")
+    assert response.status_code == 422 and "no price ranges" in error_of(response.text, "ranges")
+    assert upload(client, "shop.csv", csv_bytes(make_catalog(3, labelled=False))).status_code == 200
 
 
-def test_ranges_are_shown_and_written_when_the_model_has_them(client, model_dir):
-    """The range beside one price, and price_low/price_high in a priced file (the interval API's contract)."""
-    if not hasattr(PricePredictor, "predict_interval"):
-        pytest.skip("the price-range API (PricePredictor.predict_interval) is not in this version")
+def test_ranges_are_shown_and_written_as_predict_writes_them(client, model_dir, tmp_path):
+    """The range beside one price, and price_low/price_high in a priced file, as `smartprice predict --interval`."""
+    from smartprice.stream import predict_file
+
     model = PricePredictor.load(model_dir)
-    if not model.describe().get("ranges"):
-        pytest.skip("this model was fitted without calibrated ranges")
+    assert model.describe()["ranges"]
     frame = make_catalog(6, labelled=False)
     html = client.post("/price", data={"listing": frame.catalog_content[0]}).text
     low, high = (float(v.replace(",", "")) for v in re.search(r"Likely between <strong>([\d,.]+)</strong> and\s*"
                                                               r"<strong>([\d,.]+)</strong>", html).groups())
-    price = float(re.search(r'data-price="([\d.]+)"', html).group(1))
-    assert low <= price <= high
+    expected = model.predict_interval(frame.iloc[:1], coverage=0.8).iloc[0]
+    assert (f"{low:.2f}", f"{high:.2f}") == (f"{expected.price_low:.2f}", f"{expected.price_high:.2f}")
+    assert low <= float(re.search(r'data-price="([\d.]+)"', html).group(1)) <= high
     response = upload(client, "shop.csv", csv_bytes(frame), ranges="yes", coverage="0.9")
     assert response.status_code == 200, response.text[:2000]
-    priced = pd.read_csv(io.BytesIO(response.content), dtype={"sample_id": str})
-    assert list(priced.columns) == ["sample_id", "price", "price_low", "price_high"]
-    expected = model.predict_interval(frame, coverage=0.9)
-    np.testing.assert_allclose(priced[["price", "price_low", "price_high"]].to_numpy(), expected.to_numpy(), rtol=1e-12)
+    source = tmp_path / "shop.csv"
+    source.write_bytes(csv_bytes(frame))
+    predict_file(model, source, tmp_path / "out.csv", interval=0.9)
+    assert response.content == (tmp_path / "out.csv").read_bytes()
+    assert response.content.startswith(b"sample_id,price,price_low,price_high\n")
+    response = upload(client, "shop.csv", csv_bytes(frame), ranges="yes", coverage="1.5")
+    assert response.status_code == 422 and "between 0 and 1" in error_of(response.text, "coverage")
 
 
 def test_a_defect_of_ours_is_a_page_with_a_notice_not_a_traceback(client, monkeypatch):

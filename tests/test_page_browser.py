@@ -118,6 +118,7 @@ def test_paste_a_real_listing_and_read_price_and_neighbours(page, model_dir, tmp
     first = neighbours.nth(0).locator("td")
     assert first.nth(0).text_content().strip() and float(first.nth(1).text_content().replace(",", "")) > 0
     assert page.locator("ul.effects li").count() >= 1
+    assert "Likely between" in page.text_content(".range")  # the model has calibrated ranges
     assert page.input_value("#listing") == listing.replace("\r\n", "\n")  # the form keeps what was pasted
     shot(page, tmp_path, "02-answer")
 
@@ -139,6 +140,16 @@ def test_upload_200_rows_and_download_what_predict_writes(page, model_dir, tmp_p
     assert got.read_bytes() == cli.read_bytes()  # identical ids, order and prices
     assert len(pd.read_csv(got)) == 200
     shot(page, tmp_path, "03-after-download")
+
+    page.check("#ranges")  # the same file with range columns, against `smartprice predict --interval 0.8`
+    page.select_option("#coverage", "0.8")
+    with page.expect_download() as waiting:
+        page.click("text=Price the file")
+    waiting.value.save_as(str(got))
+    subprocess.run([sys.executable, "-m", "smartprice", "predict", str(model_dir), str(source), "--out", str(cli),
+                    "--interval", "0.8"], check=True, capture_output=True)
+    assert got.read_bytes() == cli.read_bytes()
+    assert got.read_text().startswith("sample_id,price,price_low,price_high\n")
 
 
 def error_after(page, field: str) -> str:

@@ -27,6 +27,7 @@ from starlette.datastructures import UploadFile
 
 from ..catalog import TEXT_COLUMN
 from ..errors import UserError
+from ..ranges import CoverageError, check_coverage
 from ..serve import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, WARM_UP_LISTING
 from .answer import effects, pack_line, quantity_line
 from .files import display_name, download_name, price_upload
@@ -66,7 +67,7 @@ templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "temp
 
 def has_ranges(predictor: Any) -> bool:
     """Whether the model offers calibrated price ranges (describe()'s "ranges"; models before them: no)."""
-    return bool(predictor.describe().get("ranges")) and hasattr(predictor, "predict_interval")
+    return bool(predictor.describe().get("ranges"))
 
 
 def _figure(value: Any) -> str:
@@ -184,12 +185,9 @@ async def price_listing(request: Request) -> Response:
 
 def _coverage(value: Any) -> float:
     try:
-        coverage = float(value)
-    except (TypeError, ValueError):
-        coverage = float("nan")
-    if not 0 < coverage < 1:
-        raise FieldError("coverage", f"choose a coverage between 0 and 1 (like 0.8); got {value!r}")
-    return coverage
+        return check_coverage(value, "the share")
+    except CoverageError as exc:
+        raise FieldError("coverage", str(exc)) from None
 
 
 @router.post("/price-file")
