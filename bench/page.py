@@ -2,9 +2,10 @@
 
 Trains the default cpu model on ../shared/data/train.csv into a temporary directory (or takes
 --model), starts the server on a free port and measures:
-  1. one pasted listing answered (POST /price: price, parsed fields, neighbours, explanation):
+  1. one pasted listing answered (POST /price: price, range, parsed fields, neighbours, explanation):
      the server's own time (its Server-Timing header) p50 / p90 over --listings holdout listings, one
-     at a time, and the client's round trip; plus the first answer after start;
+     at a time, and the client's round trip, each paired with the same listing sent to the JSON API
+     (price and range, no explanation: the baseline); plus the first answer after start;
   2. test_unlabeled.csv (4,390 rows) uploaded to POST /price-file and the priced CSV returned:
      wall time at the client per run (--uploads runs) and the server's time, each run paired with
      the same rows sent to the JSON API's /predict (the model's own cost, the baseline);
@@ -90,18 +91,25 @@ def measure(url: str, args: argparse.Namespace) -> dict:
     with httpx.Client(base_url=url, timeout=120) as client:
         first = client.post("/price", data={"listing": texts[0]})
         first.raise_for_status()
-        served, round_trip = [], []
-        for text in texts:
+        ranges = client.get("/model").json().get("ranges", False)
+        served, round_trip, json_trip = [], [], []
+        for text in texts:  # each paired with the same listing sent to the JSON API (price, and range if the model has one)
             started = time.perf_counter()
             response = client.post("/price", data={"listing": text})
             round_trip.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
             assert 'class="price"' in response.text
             served.append(server_ms(response))
-        print(f"one pasted listing (explanation included), {len(texts)} holdout listings one at a time: server p50 "
-              f"{np.percentile(served, 50):.1f} ms, p90 {np.percentile(served, 90):.1f} ms; round trip p50 "
-              f"{np.percentile(round_trip, 50):.1f} ms; first answer after start {server_ms(first):.1f} ms "
-              f"(target p50 <= {TARGETS['listing_server_p50_ms']} ms)")
+            started = time.perf_counter()
+            client.post("/predict", json={"items": [{"sample_id": "1", "catalog_content": text}],
+                                          **({"interval": 0.8} if ranges else {})}).raise_for_status()
+            json_trip.append((time.perf_counter() - started) * 1000)
+        print(f"one pasted listing (explanation{' and range' if ranges else ''} included), {len(texts)} holdout listings "
+              f"one at a time: server p50 {np.percentile(served, 50):.1f} ms, p90 {np.percentile(served, 90):.1f} ms; "
+              f"round trip p50 {np.percentile(round_trip, 50):.1f} ms; first answer after start {server_ms(first):.1f} ms "
+              f"(target p50 <= {TARGETS['listing_server_p50_ms']} ms); the same listing by the JSON API "
+              f"(price{' and range' if ranges else ''}, no explanation), paired: round trip p50 "
+              f"{np.percentile(json_trip, 50):.1f} ms")
         walls, upload_served, baseline = [], [], []
         for _ in range(args.uploads):  # each upload paired with the same rows sent to the JSON API: the model's own cost
             started = time.perf_counter()
@@ -127,6 +135,7 @@ def measure(url: str, args: argparse.Namespace) -> dict:
     return {"listing_server_p50_ms": round(float(np.percentile(served, 50)), 1),
             "listing_server_p90_ms": round(float(np.percentile(served, 90)), 1),
             "listing_round_trip_p50_ms": round(float(np.percentile(round_trip, 50)), 1),
+            "json_listing_round_trip_p50_ms": round(float(np.percentile(json_trip, 50)), 1), "ranges": ranges,
             "first_answer_ms": round(server_ms(first), 1), "upload_4390_rows_s": round(float(np.median(walls)), 2),
             "upload_server_s": round(float(np.median(upload_served)), 2),
             "json_predict_4390_rows_s": round(float(np.median(baseline)), 2), "page_kb": round(total_kb, 1),
