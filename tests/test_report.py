@@ -68,7 +68,7 @@ def test_report_html_parses_images_decode_sections_present(tmp_path, model_dir, 
     page.feed(out.read_text(encoding="utf-8"))
     page.close()
     assert page.ids == list(SECTIONS) and not page.external
-    assert len(page.images) == 6  # bands, scatter, log error, dimension, pack, importance
+    assert len(page.images) == 7  # bands, scatter, log error, dimension, pack, range calibration, importance
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
         png = base64.b64decode(src.split(",", 1)[1], validate=True)
@@ -85,6 +85,10 @@ def test_report_html_parses_images_decode_sections_present(tmp_path, model_dir, 
     smapes = [w["smape"] for w in data["worst"]]
     assert smapes == sorted(smapes, reverse=True)
     assert data["importance"]["features"] and "ridge_word" in data["importance"]["features"]
+    assert [p["nominal"] for p in data["ranges"]["calibration"]] == [50, 80, 90, 95]
+    assert all(0 <= p["coverage"] <= 100 and p["rows"] == 45 for p in data["ranges"]["calibration"])
+    assert sum(b["rows"] for b in data["ranges"]["by_band"].values()) == 45
+    assert all(w["range"][0] <= w["predicted"] <= w["range"][1] for w in data["worst"])
 
 
 def test_report_without_matplotlib_is_one_line(tmp_path, model_dir, labelled_csv, monkeypatch, capsys):

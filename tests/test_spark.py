@@ -237,3 +237,26 @@ def test_model_archive_of_the_folder_itself_resolves_one_level_down(model_dir, t
     shutil.copytree(model_dir, unpacked / "model")
     assert spark_module.resolve_model_dir(unpacked) == unpacked / "model"
     assert spark_module.resolve_model_dir(model_dir) == model_dir
+
+
+@needs_spark
+def test_range_columns_equal_predict_interval(spark, model_dir, tmp_path):
+    frame = _inline()
+    got = spark_module.predict_prices(spark.createDataFrame(frame).repartition(3), model_dir, batch_size=8,
+                                      interval=0.9).toPandas().set_index("sample_id").loc[frame["sample_id"]]
+    assert got.columns.tolist() == ["price", "price_low", "price_high"]
+    expected = PricePredictor.load(model_dir).predict_interval(frame.fillna({"catalog_content": ""}), 0.9)
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=0, atol=1e-9)
+    from smartprice.ranges import CoverageError, NoRangesError
+
+    with pytest.raises(CoverageError, match="interval"):
+        spark_module.predict_prices(spark.createDataFrame(frame), model_dir, interval=1.0)
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old)
+    config = json.loads((old / "config.json").read_text())
+    config.pop("ranges")
+    config["files"].pop("ranges.npz")
+    (old / "ranges.npz").unlink()
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(NoRangesError, match="retrain"):
+        spark_module.predict_prices(spark.createDataFrame(frame), old, interval=0.8)

@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("input", type=Path, help="catalog (.csv or .parquet) with sample_id, catalog_content")
     explain.add_argument("--rows", type=int, default=5, help="explain the first N rows of INPUT (default 5)")
     explain.add_argument("--neighbours", type=int, default=5, help="nearest training listings per row (default 5)")
+    explain.add_argument("--interval", type=float, default=0.8, metavar="COVERAGE",
+                         help="coverage of each listing's price range (default 0.8), for models with ranges")
     explain.add_argument("--json", action="store_true", help="print the explanations as JSON")
 
     serve = commands.add_parser("serve", help="HTTP pricing API on uvicorn (needs the serve extra)")
@@ -255,12 +257,14 @@ def _explain(args: argparse.Namespace) -> None:
     from .catalog import iter_catalog
     from .explain import format_explanation
     from .predictor import PricePredictor
+    from .ranges import check_coverage
 
     if args.rows < 1:
         raise SettingsError(f"--rows must be at least 1, got {args.rows}")
+    check_coverage(args.interval, "--interval")
     model = PricePredictor.load(args.model)
     frame = next(iter_catalog(args.input, chunk_rows=args.rows))  # only the first N rows are read
-    explanations = model.explain(frame, k=args.neighbours)
+    explanations = model.explain(frame, k=args.neighbours, coverage=args.interval)
     if args.json:
         print(json.dumps(explanations, indent=2))
         return

@@ -95,11 +95,18 @@ def _quantity(parsed: dict[str, Any]) -> str:
     return f"{value} ({parsed['dimension']}), pack of {parsed['pack_count']}{total}"
 
 
+def _range_line(span: dict[str, Any]) -> str:
+    """ "  80% range: 9.50 to 17.80 (80% of listings like this one are priced inside it)"."""
+    share = f"{span['coverage']:.0%}"
+    return f"  {share} range: {span['low']:.2f} to {span['high']:.2f} ({share} of listings like this one are priced inside it)"
+
+
 def format_explanation(entry: dict[str, Any], top: int = 8) -> str:
     """One explanation as plain text: price, parsed fields, neighbours and the largest contributions."""
     parsed = entry["parsed"]
     clipped = " (clipped to the training price range)" if entry["clipped"] else ""
     lines = [f"{entry['sample_id']}: predicted price {entry['price']:.2f}{clipped}  [log1p {entry['log_price']:.4f}]",
+             *([_range_line(entry["range"])] if entry.get("range") else []),
              f"  item: {parsed['item_name'][:100]}",
              f"  parsed: {_quantity(parsed)}; brand {parsed['brand'] or '?'!r}, category {parsed['category']}"]
     if entry["neighbours"]:

@@ -19,6 +19,7 @@ from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_p
 from .ranges import RANGES_FILE, RETRAIN_FOR_RANGES, NoRangesError, PriceRanges, check_coverages
 
 log = logging.getLogger(__name__)
+Bounds = tuple[np.ndarray, np.ndarray]  # (low, high) prices of one coverage
 
 
 def _texts(frame: pd.DataFrame) -> list[str]:
@@ -86,7 +87,7 @@ class PricePredictor:
         low, high = next(iter(ranges.values())) if ranges else (prices, prices)
         return pd.DataFrame({"price": prices, "price_low": low, "price_high": high}, index=frame.index)
 
-    def predict_ranges(self, frame: pd.DataFrame, coverages: list[float]) -> tuple[np.ndarray, dict[float, tuple[np.ndarray, np.ndarray]]]:
+    def predict_ranges(self, frame: pd.DataFrame, coverages: list[float]) -> tuple[np.ndarray, dict[float, Bounds]]:
         """Prices and, per coverage, (low, high) prices of every row; one pass over the listings for all coverages."""
         self._check_fitted()
         coverages = check_coverages(coverages) if coverages else []
@@ -118,13 +119,21 @@ class PricePredictor:
         log_price = np.nan_to_num(log_price, nan=float(np.log1p(np.sqrt(low * high))))  # never NaN out
         return np.clip(np.expm1(np.clip(log_price, np.log1p(low), np.log1p(high))), low, high)
 
-    def explain(self, frame: pd.DataFrame, k: int = 5) -> list[dict[str, Any]]:
-        """Per listing: price, parsed fields, k nearest training listings, per-feature log contributions."""
+    def explain(self, frame: pd.DataFrame, k: int = 5, coverage: float = 0.8) -> list[dict[str, Any]]:
+        """Per listing: price, its `coverage` range (models with ranges), parsed fields, k nearest training listings,
+        per-feature log contributions."""
         self._check_fitted()
         from .explain import explain_listings
 
+        coverage = check_coverages(coverage)[0]
         ids = frame[ID_COLUMN].astype(str).tolist() if ID_COLUMN in frame.columns else None
-        return explain_listings(self.model_, _texts(frame), self._prices, k=k, ids=ids)
+        entries = explain_listings(self.model_, _texts(frame), self._prices, k=k, ids=ids)
+        if self.has_ranges and entries:
+            _, ranges = self.predict_ranges(frame, [coverage])
+            low, high = ranges[coverage]
+            for entry, a, b in zip(entries, low, high):
+                entry["range"] = {"coverage": coverage, "low": float(a), "high": float(b)}
+        return entries
 
     def describe(self) -> dict[str, Any]:
         """Preset, model kind, training rows, fit seconds and format version (None where not recorded)."""

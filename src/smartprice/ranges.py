@@ -99,7 +99,7 @@ class PriceRanges:
 
     # --- persistence: arrays for the model's npz, scalars for config.json --------------------
     def arrays(self, prefix: str = "ranges") -> dict[str, np.ndarray]:
-        return {f"{prefix}_scores": self.scores.astype(np.float32), f"{prefix}_bands": self.bands.astype(np.int8),
+        return {f"{prefix}_scores": self.scores, f"{prefix}_bands": self.bands.astype(np.int8),
                 f"{prefix}_edges": self.edges}
 
     def state(self) -> dict[str, Any]:

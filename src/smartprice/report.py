@@ -24,7 +24,7 @@ from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, split_catalog_content
 from .errors import MissingExtraError
 from .explain import cpu_part, nearest_listings
 from .features import parse_listings
-from .metrics import row_smape, smape, smape_report
+from .metrics import PRICE_BANDS, range_report, row_smape, smape, smape_report
 from .predictor import PricePredictor
 from .units import DIMENSIONS
 
@@ -39,7 +39,10 @@ ERROR_BINS = 40         # histogram bins of the log error
 PACK_BUCKETS = ((1, 1, "1"), (2, 3, "2-3"), (4, 6, "4-6"), (7, 12, "7-12"), (13, 24, "13-24"), (25, math.inf, "25+"))
 SECTIONS = {"overview": "Model and overall SMAPE", "bands": "SMAPE by price band", "scatter": "Predicted vs actual",
             "errors": "Distribution of the log error", "dimension": "SMAPE by unit dimension",
-            "pack": "SMAPE by pack size", "worst": f"The {WORST} worst listings", "importance": "Top features"}
+            "pack": "SMAPE by pack size", "ranges": "Price ranges: calibration", "worst": f"The {WORST} worst listings",
+            "importance": "Top features"}
+CALIBRATION_LEVELS = (0.5, 0.8, 0.9, 0.95)  # nominal coverages of the calibration plot
+BAND_LEVEL = 0.8                            # the range whose coverage is shown by price band and for the worst listings
 
 
 def require_matplotlib() -> None:
@@ -67,7 +70,11 @@ def report_data(model: PricePredictor, frame: pd.DataFrame, *, source: str = "")
     started = time.perf_counter()
     texts = frame[TEXT_COLUMN].fillna("").astype(str).tolist()
     actual = frame[PRICE_COLUMN].to_numpy(dtype=float)
-    predicted = model.predict(frame)
+    ranges: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+    if model.has_ranges:  # one pass gives the prices and every level's range
+        predicted, ranges = model.predict_ranges(frame, list(CALIBRATION_LEVELS))
+    else:
+        predicted = model.predict(frame)
     _, raw = parse_listings(texts)
     dimensions = np.array([DIMENSIONS[int(code)] for code in raw["unit_type"]])
     packs = np.array([pack_bucket(count) for count in raw["pack_size"]])
@@ -104,12 +111,28 @@ def report_data(model: PricePredictor, frame: pd.DataFrame, *, source: str = "")
                       "p90": float(np.percentile(log_error, 90))},
         "worst": [{"sample_id": ids[i], "name": _item_name(texts[i]), "actual": float(actual[i]),
                    "predicted": float(predicted[i]), "smape": float(per_row[i]),
+                   "range": [float(ranges[BAND_LEVEL][0][i]), float(ranges[BAND_LEVEL][1][i])] if ranges else None,
                    "neighbours": neighbours[n] if neighbours is not None else None} for n, i in enumerate(worst)],
         "importance": {"features": dict(list(importance.items())[:TOP_FEATURES]), "note": importance_note},
+        "ranges": _range_data(actual, ranges) if ranges else None,
         "notes": notes,
     }
     data["seconds"] = round(time.perf_counter() - started, 3)
     return data
+
+
+def _range_data(actual: np.ndarray, ranges: dict[float, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """Observed coverage and width of each level's range, and the BAND_LEVEL range's coverage by band of actual price."""
+    calibration = [{"nominal": 100 * level, **range_report(actual, *ranges[level])} for level in CALIBRATION_LEVELS]
+    low, high = ranges[BAND_LEVEL]
+    by_band, lower = {}, 0.0
+    for upper in PRICE_BANDS:
+        mask = (actual >= lower) & (actual < upper)
+        if mask.any():
+            label = f"{lower:g}-{upper:g}" if np.isfinite(upper) else f">={lower:g}"
+            by_band[label] = range_report(actual[mask], low[mask], high[mask])
+        lower = upper
+    return {"calibration": calibration, "level": 100 * BAND_LEVEL, "by_band": by_band}
 
 
 def _item_name(text: str) -> str:
@@ -174,6 +197,23 @@ def figure_log_error(data: dict) -> bytes:
     return _png(figure)
 
 
+def figure_calibration(data: dict) -> bytes | None:
+    """Observed against nominal coverage of the price ranges: on the diagonal, the ranges mean what they say."""
+    if not data.get("ranges"):
+        return None
+    figure, axes = _figure(5.2, 4.4)
+    points = data["ranges"]["calibration"]
+    nominal, observed = [p["nominal"] for p in points], [p["coverage"] for p in points]
+    axes.plot([40, 100], [40, 100], color="#c44e52", linewidth=1, label="observed = nominal")
+    axes.plot(nominal, observed, marker="o", color="#4c72b0", label="price ranges")
+    for x, y in zip(nominal, observed):
+        axes.annotate(f"{y:.1f}%", (x, y), textcoords="offset points", xytext=(6, -12), fontsize=8)
+    axes.set(xlim=(40, 100), ylim=(40, 100), xlabel="nominal coverage (%)", ylabel="observed coverage (%)",
+             title="Do the price ranges hold what they promise?")
+    axes.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
 def figure_dimension(data: dict) -> bytes:
     """SMAPE by the dimension of the parsed unit (mass, volume, count, ...)."""
     return _bars(data["by_dimension"], "SMAPE by unit dimension", "dimension of the parsed Value/Unit")
@@ -219,10 +259,28 @@ def _worst_table(worst: list[dict]) -> str:
     rows = []
     for entry in worst:
         near = "; ".join(f"{n['name'][:70]} ({n['price']:.2f}, sim {n['similarity']:.2f})" for n in entry["neighbours"] or [])
-        rows.append([entry["sample_id"], entry["name"], f"{entry['actual']:.2f}", f"{entry['predicted']:.2f}",
+        span = f"{entry['range'][0]:.2f} to {entry['range'][1]:.2f}" if entry.get("range") else "—"
+        rows.append([entry["sample_id"], entry["name"], f"{entry['actual']:.2f}", f"{entry['predicted']:.2f}", span,
                      f"{entry['smape']:.1f}", near or "—"])
-    return _table(["sample_id", "item name", "actual", "predicted", "SMAPE", "nearest training listings (price, similarity)"],
-                  rows)
+    return _table(["sample_id", "item name", "actual", "predicted", f"{BAND_LEVEL:.0%} range", "SMAPE",
+                   "nearest training listings (price, similarity)"], rows)
+
+
+def _ranges_html(data: dict) -> str:
+    """The calibration plot and tables, or a note that the model has no ranges."""
+    ranges = data.get("ranges")
+    if not ranges:
+        return '<p class="note">This model has no price ranges (saved before they existed): retrain it to get them.</p>'
+    levels = _table(["nominal coverage", "observed coverage", "median width (high / low)", "rows"],
+                    [[f"{p['nominal']:.0f}%", f"{p['coverage']:.1f}%", f"x{p['median_width']:.2f}", p["rows"]]
+                     for p in ranges["calibration"]])
+    bands = _table(["actual price", f"{ranges['level']:.0f}% range holds", "median width (high / low)", "rows"],
+                   [[band, f"{v['coverage']:.1f}%", f"x{v['median_width']:.2f}", v["rows"]]
+                    for band, v in ranges["by_band"].items()])
+    note = ('<p class="note">Ranges are calibrated for the catalog as a whole and by band of <em>predicted</em> price; '
+            "by band of actual price, extreme prices fall outside more often, since the model pulls them to the middle.</p>")
+    return _img(figure_calibration(data), "observed against nominal coverage of the price ranges") + levels + \
+        f"<h3>Coverage by price band ({ranges['level']:.0f}% range)</h3>" + bands + note
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -250,6 +308,7 @@ def render_html(data: dict) -> str:
           f'10th-90th percentile {error["p10"]:+.3f} to {error["p90"]:+.3f}</p>',
         "dimension": _group_table(data["by_dimension"], "dimension") + _img(figure_dimension(data), "SMAPE by unit dimension"),
         "pack": _group_table(data["by_pack"], "pack size") + _img(figure_pack(data), "SMAPE by pack size"),
+        "ranges": _ranges_html(data),
         "worst": _worst_table(data["worst"]),
         "importance": _img(figure_importance(data), "top features by gain")
         + _table(["feature", "gain"], [[n, f"{g:.1f}"] for n, g in data["importance"]["features"].items()])

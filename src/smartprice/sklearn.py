@@ -15,6 +15,7 @@ loop is one parameter, `loop`, whose fields are reached the scikit-learn way: `l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from .catalog import PRICE_COLUMN, TEXT_COLUMN
 from .metrics import smape
 from .predictor import PricePredictor
 from .presets import DEFAULT_PRESET, PRESETS
+from .ranges import check_coverages
 
 
 def listing_texts(X: Any) -> list[str]:
@@ -127,11 +129,23 @@ class PriceRegressor(RegressorMixin, BaseEstimator):
         self.n_features_in_ = 1  # one text column
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Prices for every listing text in X, in order; finite and > 0."""
+    def predict(self, X: Any, interval: float | Sequence[float] | None = None) -> Any:
+        """Prices for every listing text in X, in order; finite and > 0.
+
+        With `interval` (a coverage such as 0.8, or several), returns `(prices, ranges)` as MAPIE's
+        regressors do: `ranges` has shape (n, 2, levels), [:, 0, j] the low and [:, 1, j] the high price
+        of the range holding `interval[j]` of such listings' prices.
+        """
         if not hasattr(self, "predictor_"):
             raise NotFittedError("this PriceRegressor is not fitted yet; call fit(X, y) first")
-        return self.predictor_.predict(pd.DataFrame({TEXT_COLUMN: listing_texts(X)}))
+        frame = pd.DataFrame({TEXT_COLUMN: listing_texts(X)})
+        if interval is None:
+            return self.predictor_.predict(frame)
+        levels = check_coverages(list(interval) if isinstance(interval, (list, tuple, np.ndarray)) else interval,
+                                 "interval")
+        prices, ranges = self.predictor_.predict_ranges(frame, levels)
+        bounds = np.stack([np.stack(ranges[level]) for level in levels], axis=-1)  # (2, n, levels)
+        return prices, bounds.transpose(1, 0, 2)
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (BaseEstimator's signature)
         """`PriceRegressor(preset='cpu', trees=300)`: the preset and the fields that differ from it."""

@@ -37,6 +37,7 @@ import pandas as pd
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN, CatalogError
 from .cpu.parallel import PROCESSES_ENV
 from .modelio import CONFIG_NAME, ModelDirError, read_config
+from .ranges import RETRAIN_FOR_RANGES, NoRangesError, check_coverage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -116,9 +117,14 @@ def load_model(model_dir: str | os.PathLike[str], *, cache: bool = True) -> Pric
     return model
 
 
-def check_model(model_dir: str | os.PathLike[str]) -> None:
-    """Driver side: load the model as an executor would and price one listing, so a broken model fails before any job."""
+def check_model(model_dir: str | os.PathLike[str], ranges: bool = False) -> None:
+    """Driver side: load the model as an executor would and price one listing, so a broken model fails before any job.
+
+    With `ranges`, a model that has no price ranges fails here too (NoRangesError: retrain it).
+    """
     model = load_model(model_dir, cache=False)  # the driver prices nothing itself: do not keep the model in its memory
+    if ranges and not model.has_ranges:
+        raise NoRangesError(f"{resolve_model_dir(model_dir)}: this model has no price ranges: {RETRAIN_FOR_RANGES}")
     try:
         price = model.predict(pd.DataFrame({ID_COLUMN: ["check"], TEXT_COLUMN: [WARM_UP_LISTING]}))
     except Exception as exc:  # a damaged LightGBM file is read on first use (LightGBMError); anything else is a bug
@@ -171,7 +177,7 @@ def _batches(frames: Iterator[pd.DataFrame], rows: int) -> Iterator[pd.DataFrame
 
 
 def _price_partition(frames: Iterator[pd.DataFrame], *, model_dir: str, id_column: str, text_column: str,
-                     price_column: str, batch_size: int) -> Iterator[pd.DataFrame]:
+                     price_column: str, batch_size: int, interval: float | None = None) -> Iterator[pd.DataFrame]:
     """Executor side: price one partition's rows, `batch_size` per predict call, with the process's cached model."""
     model = None
     for frame in _batches(frames, batch_size):
@@ -190,23 +196,36 @@ def _price_partition(frames: Iterator[pd.DataFrame], *, model_dir: str, id_colum
                 model = load_model(model_dir)
             except ModelDirError as exc:
                 raise ModelDirError(f"smartprice on executor {socket.gethostname()}: {exc}") from None
-        prices = model.predict(pd.DataFrame({ID_COLUMN: ids.to_numpy(), TEXT_COLUMN: frame[text_column].to_numpy()}))
-        if len(prices) != len(frame) or not (np.isfinite(prices).all() and (prices > 0).all()):
-            raise RuntimeError(f"smartprice: {len(prices)} prices for {len(frame)} rows, or a price not finite and > 0 (a bug)")
-        yield pd.DataFrame({id_column: ids.to_numpy(), price_column: np.asarray(prices, dtype=np.float64)})
+        listings = pd.DataFrame({ID_COLUMN: ids.to_numpy(), TEXT_COLUMN: frame[text_column].to_numpy()})
+        if interval is None:
+            priced = pd.DataFrame({price_column: model.predict(listings)})
+        else:
+            priced = model.predict_interval(listings, interval).set_axis(_price_columns(price_column), axis=1)
+        if len(priced) != len(frame) or not (np.isfinite(priced.to_numpy()).all() and (priced.to_numpy() > 0).all()):
+            raise RuntimeError(f"smartprice: {len(priced)} prices for {len(frame)} rows, or a price not finite and > 0 (a bug)")
+        priced.insert(0, id_column, ids.to_numpy())
+        yield priced.astype({c: np.float64 for c in priced.columns[1:]})
+
+
+def _price_columns(price_column: str) -> list[str]:
+    """The output's price columns with ranges: price, price_low, price_high (named after `price_column`)."""
+    return [price_column, f"{price_column}_low", f"{price_column}_high"]
 
 
 def predict_prices(df: DataFrame, model_dir: str | os.PathLike[str], *, id_column: str = ID_COLUMN,
                    text_column: str = TEXT_COLUMN, price_column: str = PRICE_COLUMN, batch_size: int | None = None,
-                   check_on_driver: bool = True) -> DataFrame:
+                   check_on_driver: bool = True, interval: float | None = None) -> DataFrame:
     """A lazy DataFrame of `id_column, price` for every row of `df`, priced on the executors with a CPU model.
 
     `model_dir` is what the executors open (a path on every node, or the name of an archive shipped
     with the job); `check_on_driver` loads it once on the driver first to fail before any job runs.
     `batch_size` is rows per predict call (default: spark.sql.execution.arrow.maxRecordsPerBatch).
     Null content is priced as blank text; a null id fails the job with a CatalogError naming the column.
+    With `interval` (a coverage such as 0.8) the rows also get `price_low, price_high`, a calibrated range.
     """
     require_pyspark()
+    if interval is not None:
+        interval = check_coverage(interval, "interval")
     from pyspark.sql.types import DoubleType, StructField, StructType
 
     _check_schema(df, id_column, text_column, price_column)
@@ -216,12 +235,14 @@ def predict_prices(df: DataFrame, model_dir: str | os.PathLike[str], *, id_colum
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     model_dir = os.fspath(model_dir)
     if check_on_driver:
-        check_model(model_dir)  # the same checks and messages the executors would give, before any job
+        check_model(model_dir, ranges=interval is not None)  # the executors' checks and messages, before any job
     id_field = df.schema[id_column]
+    prices = _price_columns(price_column) if interval is not None else [price_column]
     schema = StructType([StructField(id_column, id_field.dataType, id_field.nullable),
-                         StructField(price_column, DoubleType(), False)])
+                         *(StructField(name, DoubleType(), False) for name in prices)])
     price = functools.partial(_price_partition, model_dir=model_dir, id_column=id_column, text_column=text_column,
-                              price_column=price_column, batch_size=batch_size)  # module-level: pickled by reference
+                              price_column=price_column, batch_size=batch_size,
+                              interval=interval)  # module-level: pickled by reference
     return df.select(id_column, text_column).mapInPandas(price, schema)
 
 
