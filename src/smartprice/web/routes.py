@@ -26,7 +26,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.datastructures import UploadFile
 
 from ..catalog import TEXT_COLUMN
-from ..errors import UserError
 from ..ranges import CoverageError, check_coverage
 from ..serve import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, WARM_UP_LISTING
 from .answer import effects, pack_line, quantity_line
@@ -113,20 +112,14 @@ def model_card(info: dict[str, Any], predictor: Any) -> dict[str, Any]:
 
 def answer_listing(predictor: Any, text: str) -> dict[str, Any]:
     """Price, range, parsed fields, neighbours and grouped effects of one listing (runs in a worker thread)."""
-    frame = pd.DataFrame({TEXT_COLUMN: [text]})
-    entry = predictor.explain(frame, k=NEIGHBOURS)[0]
+    entry = predictor.explain(pd.DataFrame({TEXT_COLUMN: [text]}), k=NEIGHBOURS, coverage=PAGE_COVERAGE)[0]
+    span = entry.get("range")  # models with calibrated ranges only
     answer = {"price": entry["price"], "clipped": entry["clipped"], "parsed": entry["parsed"],
               "quantity": quantity_line(entry["parsed"]), "pack": pack_line(entry["parsed"]["pack_count"]),
-              "neighbours": entry["neighbours"] or [], "notes": entry["notes"],
-              "start": None, "groups": [], "signals": [], "range": None, "range_note": None, "coverage": PAGE_COVERAGE}
+              "neighbours": entry["neighbours"] or [], "notes": entry["notes"], "start": None, "groups": [], "signals": [],
+              "range": (span["low"], span["high"]) if span else None, "coverage": PAGE_COVERAGE}
     if entry["contributions"]:
         answer["start"], answer["groups"], answer["signals"] = effects(entry["contributions"])
-    if has_ranges(predictor):
-        try:
-            row = predictor.predict_interval(frame, coverage=PAGE_COVERAGE).iloc[0]
-            answer["range"] = (float(row["price_low"]), float(row["price_high"]))
-        except UserError as exc:
-            answer["range_note"] = str(exc)
     return answer
 
 
