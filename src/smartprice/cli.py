@@ -198,9 +198,11 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     try:
+        from . import web  # noqa: F401  (the page at /: jinja2 and python-multipart, from the same extra)
         from .serve import run
     except ModuleNotFoundError as exc:
-        if exc.name not in ("fastapi", "fastapi_offline", "uvicorn", "starlette", "pydantic"):
+        if exc.name not in ("fastapi", "fastapi_offline", "uvicorn", "starlette", "pydantic", "jinja2", "multipart",
+                            "python_multipart"):
             raise
         raise MissingExtraError(f"'smartprice serve' needs the serve extra ({exc.name} is not installed): "
                            "pip install 'smartprice[serve]'") from None

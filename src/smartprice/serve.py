@@ -313,9 +313,10 @@ class BodyGuard:
     copied or replayed. Also notes when the request started, for the access log's latency.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES, skip: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.skip = skip  # paths whose routes read and limit their own bodies (the page's forms)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -324,7 +325,7 @@ class BodyGuard:
         note: dict[str, Any] = {"started": time.perf_counter()}
         scope.setdefault("state", {})["note"] = note
         REQUEST_NOTE.set(note)
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
+        if scope["method"] not in ("POST", "PUT", "PATCH") or scope["path"] in self.skip:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -419,7 +420,10 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_middleware(BodyGuard)
+    from . import web  # the page for people (GET /), on the model loaded above
+
+    app.include_router(web.router)
+    app.add_middleware(BodyGuard, skip=web.FORM_PATHS)
 
     errors = {status: {"description": why, "content": {"application/json": {"example": {"detail": "what is wrong"}}}}
               for status, why in ((400, "malformed JSON, bad Content-Length or non-UTF-8 body"),
