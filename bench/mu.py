@@ -46,6 +46,7 @@ in about a minute; its PNG goes to the temporary directory unless --png is given
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -65,7 +66,7 @@ import torch.nn.functional as F  # noqa: E402
 from mu import MU, MUConfig  # noqa: E402
 from mu.data import TokenWindows, encode_corpus, read_lines  # noqa: E402
 from mu.generate import generate  # noqa: E402
-from mu.model import build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
+from mu.model import MULayer, build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
 from mu.tokenizer import train_tokenizer  # noqa: E402
 from mu.train import eval_windows, evaluate, load_model, resolve, train_mu  # noqa: E402
 from trainloop.loop import make_adamw  # noqa: E402
@@ -132,6 +133,59 @@ def output_layer_step(vocab: int) -> Callable[[], None]:
         optimizer.zero_grad(set_to_none=True)
 
     return step
+
+
+def layer_profile(vocab: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Milliseconds of forward + backward per part of one MU layer and one post-LN core layer (batch 8, seq 128).
+
+    Each part runs on its own random inputs (requires_grad) and is timed as forward, then backward of
+    a fixed random gradient, in interleaved rounds (medians); "whole layer" is the layer as trained.
+    """
+    torch.manual_seed(0)
+    config = MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ)
+    layers = {"MU": MULayer(config).train(),
+              "core": MULayer(dataclasses.replace(config, gate="off", block_attention="off")).train()}
+    x, z = (torch.randn(BATCH, SEQ, 64, requires_grad=True) for _ in range(2))
+    entropy = torch.rand(BATCH, SEQ, requires_grad=True)
+    idx = torch.randint(0, vocab, (BATCH, SEQ))
+    grad = torch.randn(BATCH, SEQ, 64)
+
+    def timed(fn: Callable[[], tuple]) -> Callable[[], None]:
+        def call() -> None:
+            outs = fn()
+            torch.autograd.backward(outs, [grad if o.dim() == 3 else torch.ones_like(o) for o in outs])
+        return call
+
+    def post(layer: MULayer) -> tuple:
+        h = layer.ln1(x + z)
+        return (layer.ln2(h + layer.ffn(h)),)
+
+    mu, core = layers["MU"], layers["core"]
+    parts = {
+        ("MU", "block attentions (QKV 64->192, 32 causal heads of 2, out 64->64)"): timed(lambda: (mu.blocks(x),)),
+        ("MU", "cross-block attention with entropy (explicit softmax)"): timed(lambda: mu.cross(x)),
+        ("core", "cross-block attention (SDPA, no entropy)"): timed(lambda: (core.cross(x, with_entropy=False)[0],)),
+        ("MU", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(mu)),
+        ("core", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(core)),
+        ("MU", "gate (affinity lookup, MLP 17-32-16, sigmoid, lerp)"): timed(lambda: (mu.gate(x, z, idx, entropy),)),
+        ("MU", "whole layer"): timed(lambda: (mu(x, idx),)),
+        ("core", "whole layer"): timed(lambda: (core(x, idx),)),
+    }
+    seconds = median_seconds(parts, rounds)
+    table: dict[str, dict[str, float]] = {}
+    for (model, part), s in seconds.items():
+        table.setdefault(part, {})[model] = s * 1e3
+    return table
+
+
+def print_layer_profile(table: dict[str, dict[str, float]]) -> None:
+    """The profile as a markdown table: part, MU ms, core ms."""
+    print("\none layer, forward + backward, batch 8 x seq 128 (ms, medians of interleaved rounds):")
+    print("| part | MU | post-LN core |\n|---|---|---|")
+    for part, ms in table.items():
+        print(f"| {part} | " + " | ".join(f"{ms[m]:.2f}" if m in ms else "" for m in ("MU", "core")) + " |")
+    whole = table["whole layer"]
+    print(f"MU layer / core layer: x{whole['MU'] / whole['core']:.2f}\n", flush=True)
 
 
 def mu_model(vocab: int, **config) -> MU:

@@ -84,6 +84,73 @@ def test_fused_equals_literal():
     assert (literal(idx) - fused(idx)).abs().max() <= 1e-5
 
 
+def _kernel_or_skip():
+    from mu import kernels
+
+    if kernels.load() is None:
+        pytest.skip("mu's block-attention kernel cannot be built here (needs a C++ compiler and ninja); SDPA is used")
+    return kernels
+
+
+def _loss_and_grads(model: MU, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and every parameter's gradient of a fixed function of them; block parameters stacked per block
+    (the literal form's 16 Linear layers as the fused form stores them)."""
+    model.zero_grad()
+    logits = model(idx)
+    (logits * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+    grads = {}
+    for name, param in model.named_parameters():
+        if ".blocks." not in name:
+            grads[name] = param.grad
+    for i, layer in enumerate(model.layers):
+        blocks = layer.blocks
+        if hasattr(blocks, "qkv_weight"):
+            parts = (blocks.qkv_weight.grad, blocks.qkv_bias.grad, blocks.out_weight.grad, blocks.out_bias.grad)
+        else:
+            parts = tuple(torch.stack([getattr(m, attr).grad for m in modules])
+                          for modules in (blocks.qkv, blocks.out) for attr in ("weight", "bias"))
+            parts = (parts[0], parts[1], parts[2], parts[3])
+        for key, grad in zip(("qkv_weight", "qkv_bias", "out_weight", "out_bias"), parts):
+            grads[f"layers.{i}.blocks.{key}"] = grad
+    return logits.detach(), grads
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "sdpa"])
+@pytest.mark.parametrize("batch,length", [(3, 16), (2, 7), (1, 13), (1, 1), (2, 3)])
+def test_fast_path_equals_literal_values_and_gradients(use_kernel, batch, length):
+    """The one-call block attention (kernel or SDPA) = the 16 literal per-block attentions: logits and every
+    gradient, full context, odd lengths, a sequence shorter than a 4-token attention tile, batch size 1."""
+    if use_kernel:
+        _kernel_or_skip()
+    literal, fused = pair_of_models()
+    for layer in fused.layers:
+        layer.blocks.use_kernel = use_kernel
+    idx = torch.randint(0, 97, (batch, length), generator=torch.Generator().manual_seed(length))
+    want, want_grads = _loss_and_grads(literal, idx)
+    got, got_grads = _loss_and_grads(fused, idx)
+    assert (want - got).abs().max() <= 1e-5
+    assert want_grads.keys() == got_grads.keys()
+    for name, grad in want_grads.items():
+        assert torch.allclose(got_grads[name], grad, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("batch,length", [(1, 1), (1, 5), (2, 33), (8, 128)])
+def test_block_attention_kernel_equals_sdpa(batch, length):
+    """The kernel on a raw [q | k | v] projection = causal SDPA over its 32 heads of size 2, values and gradients."""
+    from mu.model import _merge_heads, _split_heads
+
+    kernels = _kernel_or_skip()
+    qkv = (3 * torch.randn(batch, length, 192, generator=torch.Generator().manual_seed(length))).requires_grad_()
+    grad = torch.randn(batch, length, 64)
+    got = kernels.block_attention(qkv, 32)
+    (got_grad,) = torch.autograd.grad(got, qkv, grad)
+    q, k, v = _split_heads(qkv, 32)
+    want = _merge_heads(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    (want_grad,) = torch.autograd.grad(want, qkv, grad)
+    assert torch.allclose(got, want, atol=1e-5) and torch.allclose(got_grad, want_grad, atol=1e-4)
+    assert torch.allclose(got[:, :1], qkv[:, :1, 128:].detach(), atol=1e-6)  # the first token sees only its own value
+
+
 def test_kv_cache_matches_full_forward():
     torch.manual_seed(0)
     model = MU(MUConfig(**TINY)).eval()

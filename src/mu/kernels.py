@@ -1,0 +1,86 @@
+"""A CPU kernel for MU's block attentions: causal attention with head size 2, forward and backward.
+
+At head size 2, `scaled_dot_product_attention`'s CPU kernel spends its time in tiny GEMM calls
+(32 heads x 128 x 128 scores per sequence cost 4x the post-LN core's whole attention). The kernel in
+block_attention.cpp keeps each query row's scores in registers and vectorises over keys. It is
+compiled once per machine with torch's C++ extension builder (a C++ compiler and ninja) and cached;
+where that is not possible, `block_attention` returns None and the caller uses SDPA.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("block_attention.cpp")
+_module = None
+_tried = False
+
+
+def _machine_tag() -> str:
+    """A short hash of the CPU's instruction-set flags: the build uses -march=native."""
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:8]
+
+
+def load():
+    """The compiled kernel module, or None when it cannot be built here (logged once) or MU_BLOCK_KERNEL=0."""
+    global _module, _tried
+    if _tried:
+        return _module
+    _tried = True
+    if os.environ.get("MU_BLOCK_KERNEL", "1") == "0":
+        return None
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        _module = load_inline(name=f"mu_block_attention_{_machine_tag()}", cpp_sources=SOURCE.read_text(),
+                              functions=["forward", "backward"], verbose=False,
+                              extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", "-march=native"])
+    except Exception as error:  # no compiler, no ninja, no headers: SDPA does the same arithmetic, slower
+        log.warning("MU's block-attention kernel could not be built (%s); using scaled_dot_product_attention",
+                    str(error).splitlines()[0] if str(error) else type(error).__name__)
+        _module = None
+    return _module
+
+
+class _BlockAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, heads: int, module) -> torch.Tensor:
+        y, lse = module.forward(qkv, heads, 1 / math.sqrt(2))
+        ctx.module, ctx.heads = module, heads
+        ctx.save_for_backward(qkv, y, lse)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        qkv, y, lse = ctx.saved_tensors
+        return ctx.module.backward(dy, qkv, y, lse, ctx.heads, 1 / math.sqrt(2)), None, None
+
+
+def block_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor | None:
+    """Causal attention of `heads` heads of size 2 straight from a (B, T, 6*heads) [q | k | v] projection.
+
+    Returns (B, T, 2*heads), heads in order (what `_merge_heads` of SDPA's output gives), or None
+    where the kernel is not available (not float32 on CPU, or not built here).
+    """
+    if qkv.device.type != "cpu" or qkv.dtype != torch.float32:
+        return None
+    module = load()
+    if module is None:
+        return None
+    return _BlockAttention.apply(qkv.contiguous(), heads, module)
