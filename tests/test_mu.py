@@ -123,8 +123,9 @@ def test_fast_path_equals_literal_values_and_gradients(use_kernel, batch, length
     if use_kernel:
         _kernel_or_skip()
     literal, fused = pair_of_models()
-    for layer in fused.layers:
-        layer.blocks.use_kernel = use_kernel
+    for lit_layer, layer in zip(literal.layers, fused.layers):
+        lit_layer.cross.use_kernel = False  # the reference: per-block attentions, explicit cross-block attention
+        layer.blocks.use_kernel = layer.cross.use_kernel = use_kernel
     idx = torch.randint(0, 97, (batch, length), generator=torch.Generator().manual_seed(length))
     want, want_grads = _loss_and_grads(literal, idx)
     got, got_grads = _loss_and_grads(fused, idx)
@@ -150,6 +151,29 @@ def test_block_attention_kernel_equals_sdpa(batch, length):
     assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-4)
     assert torch.allclose(got_grad, want_grad, rtol=1e-5, atol=5e-4)
     assert torch.allclose(got[:, :1], qkv[:, :1, 128:].detach(), atol=1e-6)  # the first token sees only its own value
+
+
+@pytest.mark.parametrize("batch,length", [(1, 1), (1, 6), (3, 17), (8, 128)])
+def test_cross_attention_kernel_equals_explicit_form(batch, length):
+    """The cross-block attention kernel = the explicit form: output and entropy, and gradients through both."""
+    from mu.model import CrossBlockAttention
+
+    _kernel_or_skip()
+    torch.manual_seed(length)
+    cross = CrossBlockAttention()
+    x = torch.randn(batch, length, 64, requires_grad=True)
+    grad_y, grad_e = torch.randn(batch, length, 64), torch.randn(batch, length)
+    results = []
+    for use_kernel in (True, False):
+        cross.use_kernel = use_kernel
+        y, entropy = cross(x)
+        grads = torch.autograd.grad((y, entropy), [x, *cross.parameters()], (grad_y, grad_e))
+        results.append((y, entropy, grads))
+    (y, e, g), (y_ref, e_ref, g_ref) = results
+    assert torch.allclose(y, y_ref, atol=1e-5) and torch.allclose(e, e_ref, atol=1e-5)
+    for got, want in zip(g, g_ref):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (e[:, 0].abs() < 1e-6).all()  # the first token attends to itself alone: entropy 0
 
 
 def test_kv_cache_matches_full_forward():

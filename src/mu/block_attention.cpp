@@ -97,3 +97,154 @@ torch::Tensor backward(torch::Tensor dy, torch::Tensor qkv, torch::Tensor y, tor
   });
   return dqkv;
 }
+
+// MU's cross-block attention (8 causal heads of size 8) with the entropy of its head-averaged attention,
+// which the gate reads: qkv (B, T, 192) [q | k | v] head-major -> y (B, T, 64), entropy (B, T), and
+// each head's log-sum-exp (B, 8, T) for the backward. Per query row the 8 heads' probabilities stay in a
+// small buffer: nothing of size T x T is written, where the explicit form writes and reads several.
+namespace {
+constexpr int64_t CH = 8, CD = 8, CW = CH * CD;
+constexpr float EPS = 1e-9f;
+
+// Transposed keys and values of one sequence: kt[(h * CD + c) * T + j].
+void transpose_kv(const float* xb, int64_t T, float* kt, float* vt) {
+  for (int64_t t = 0; t < T; ++t) {
+    const float* row = xb + t * 3 * CW;
+    for (int64_t hc = 0; hc < CW; ++hc) { kt[hc * T + t] = row[CW + hc]; vt[hc * T + t] = row[2 * CW + hc]; }
+  }
+}
+
+// Scores of query row i (already scaled) against keys 0..i for head h, into s.
+inline void scores(const float* q, const float* kt, int64_t T, int64_t h, int64_t n, float* s) {
+  for (int64_t j = 0; j < n; ++j) s[j] = 0.f;
+  for (int64_t c = 0; c < CD; ++c) {
+    const float qc = q[h * CD + c];
+    const float* k = kt + (h * CD + c) * T;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) s[j] += qc * k[j];
+  }
+}
+}  // namespace
+
+std::vector<torch::Tensor> cross_forward(torch::Tensor qkv, double scale) {
+  TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) == 3 * CW && qkv.scalar_type() == torch::kFloat,
+              "qkv must be (B, T, 192) float32");
+  qkv = qkv.contiguous();
+  const int64_t B = qkv.size(0), T = qkv.size(1);
+  auto y = torch::empty({B, T, CW}, qkv.options());
+  auto entropy = torch::empty({B, T}, qkv.options());
+  auto lse = torch::empty({B, CH, T}, qkv.options());
+  const float* x = qkv.data_ptr<float>();
+  float *yp = y.data_ptr<float>(), *ep = entropy.data_ptr<float>(), *lp = lse.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(2 * CW * T + (CH + 1) * T);
+    float *kt = buf.data(), *vt = kt + CW * T, *P = vt + CW * T, *pbar = P + CH * T;
+    for (int64_t b = begin; b < end; ++b) {
+      const float* xb = x + b * T * 3 * CW;
+      transpose_kv(xb, T, kt, vt);
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t n = i + 1;
+        float q[CW];
+        for (int64_t hc = 0; hc < CW; ++hc) q[hc] = xb[i * 3 * CW + hc] * sc;
+        for (int64_t j = 0; j < n; ++j) pbar[j] = 0.f;
+        for (int64_t h = 0; h < CH; ++h) {
+          float* p = P + h * T;
+          scores(q, kt, T, h, n, p);
+          float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+          for (int64_t j = 0; j < n; ++j) m = p[j] > m ? p[j] : m;
+          float l = 0.f;
+#pragma omp simd reduction(+ : l)
+          for (int64_t j = 0; j < n; ++j) { p[j] = expf(p[j] - m); l += p[j]; }
+          const float inv = 1.f / l;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) { p[j] *= inv; pbar[j] += p[j] * (1.f / CH); }
+          lp[(b * CH + h) * T + i] = m + logf(l);
+          for (int64_t c = 0; c < CD; ++c) {
+            const float* v = vt + (h * CD + c) * T;
+            float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n; ++j) acc += p[j] * v[j];
+            yp[(b * T + i) * CW + h * CD + c] = acc;
+          }
+        }
+        float e = 0.f;
+#pragma omp simd reduction(+ : e)
+        for (int64_t j = 0; j < n; ++j) e -= pbar[j] * logf(pbar[j] + EPS);
+        ep[b * T + i] = e;
+      }
+    }
+  });
+  return {y, entropy, lse};
+}
+
+torch::Tensor cross_backward(torch::Tensor dy, torch::Tensor dentropy, torch::Tensor qkv, torch::Tensor lse,
+                             double scale) {
+  dy = dy.contiguous(); dentropy = dentropy.contiguous();
+  const int64_t B = qkv.size(0), T = qkv.size(1);
+  auto dqkv = torch::zeros_like(qkv);
+  const float *x = qkv.data_ptr<float>(), *lp = lse.data_ptr<float>(), *gp = dy.data_ptr<float>();
+  const float* dep = dentropy.data_ptr<float>();
+  float* dx = dqkv.data_ptr<float>();
+  const float sc = static_cast<float>(scale);
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> buf(4 * CW * T + (CH + 2) * T);
+    float *kt = buf.data(), *vt = kt + CW * T, *dkt = vt + CW * T, *dvt = dkt + CW * T;
+    float *P = dvt + CW * T, *g = P + CH * T, *dp = g + T;
+    for (int64_t b = begin; b < end; ++b) {
+      const float* xb = x + b * T * 3 * CW;
+      float* dxb = dx + b * T * 3 * CW;
+      transpose_kv(xb, T, kt, vt);
+      for (int64_t j = 0; j < 2 * CW * T; ++j) dkt[j] = 0.f;
+      for (int64_t i = 0; i < T; ++i) {
+        const int64_t n = i + 1;
+        float q[CW], gy[CW];
+        for (int64_t hc = 0; hc < CW; ++hc) { q[hc] = xb[i * 3 * CW + hc] * sc; gy[hc] = gp[(b * T + i) * CW + hc]; }
+        for (int64_t j = 0; j < n; ++j) g[j] = 0.f;
+        for (int64_t h = 0; h < CH; ++h) {  // probabilities again, from the saved log-sum-exp
+          float* p = P + h * T;
+          scores(q, kt, T, h, n, p);
+          const float L = lp[(b * CH + h) * T + i];
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) { p[j] = expf(p[j] - L); g[j] += p[j] * (1.f / CH); }
+        }
+        // d entropy / d p_hj = -(log(pbar_j + eps) + pbar_j / (pbar_j + eps)) / H, times the entropy's gradient
+        const float de = dep[b * T + i] * (-1.f / CH);
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) g[j] = de * (logf(g[j] + EPS) + g[j] / (g[j] + EPS));
+        for (int64_t h = 0; h < CH; ++h) {
+          const float* p = P + h * T;
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) dp[j] = g[j];
+          for (int64_t c = 0; c < CD; ++c) {
+            const float gc = gy[h * CD + c];
+            const float* v = vt + (h * CD + c) * T;
+            float* dv = dvt + (h * CD + c) * T;
+#pragma omp simd
+            for (int64_t j = 0; j < n; ++j) { dp[j] += gc * v[j]; dv[j] += p[j] * gc; }
+          }
+          float rowsum = 0.f;
+#pragma omp simd reduction(+ : rowsum)
+          for (int64_t j = 0; j < n; ++j) rowsum += p[j] * dp[j];
+#pragma omp simd
+          for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - rowsum);  // now d score
+          for (int64_t c = 0; c < CD; ++c) {
+            const float* k = kt + (h * CD + c) * T;
+            float* dk = dkt + (h * CD + c) * T;
+            const float qc = q[h * CD + c];
+            float acc = 0.f;
+#pragma omp simd reduction(+ : acc)
+            for (int64_t j = 0; j < n; ++j) { acc += dp[j] * k[j]; dk[j] += dp[j] * qc; }
+            dxb[i * 3 * CW + h * CD + c] = acc * sc;
+          }
+        }
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        float* row = dxb + t * 3 * CW;
+        for (int64_t hc = 0; hc < CW; ++hc) { row[CW + hc] = dkt[hc * T + t]; row[2 * CW + hc] = dvt[hc * T + t]; }
+      }
+    }
+  });
+  return dqkv;
+}

@@ -1,10 +1,14 @@
-"""A CPU kernel for MU's block attentions: causal attention with head size 2, forward and backward.
+"""CPU kernels for MU's two attentions, forward and backward (source: block_attention.cpp).
 
-At head size 2, `scaled_dot_product_attention`'s CPU kernel spends its time in tiny GEMM calls
-(32 heads x 128 x 128 scores per sequence cost 4x the post-LN core's whole attention). The kernel in
-block_attention.cpp keeps each query row's scores in registers and vectorises over keys. It is
-compiled once per machine with torch's C++ extension builder (a C++ compiler and ninja) and cached;
-where that is not possible, `block_attention` returns None and the caller uses SDPA.
+- `block_attention`: the 32 causal heads of size 2 of the 16 block attentions. At head size 2,
+  `scaled_dot_product_attention`'s CPU kernel spends its time in tiny GEMM calls; the kernel keeps
+  each query row's scores in registers and vectorises over keys (~4x quicker forward + backward).
+- `cross_attention`: the cross-block attention with the entropy of its head-averaged attention (what
+  the gate reads). SDPA cannot return probabilities, so the explicit form writes and reads several
+  (B, 8, T, T) tensors; the kernel keeps one query row's probabilities at a time.
+Both read the QKV projection as it comes and write merged heads. They are compiled once per machine
+with torch's C++ extension builder (a C++ compiler and ninja) and cached; where that is not possible
+they return None and the callers use the PyTorch forms, which the tests compare them against.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ def load():
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(name=f"mu_block_attention_{_machine_tag()}", cpp_sources=SOURCE.read_text(),
-                              functions=["forward", "backward"], verbose=False,
+                              functions=["forward", "backward", "cross_forward", "cross_backward"], verbose=False,
                               extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", "-march=native"])
     except Exception as error:  # no compiler, no ninja, no headers: SDPA does the same arithmetic, slower
         log.warning("MU's block-attention kernel could not be built (%s); using scaled_dot_product_attention",
@@ -84,3 +88,31 @@ def block_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor | None:
     if module is None:
         return None
     return _BlockAttention.apply(qkv.contiguous(), heads, module)
+
+
+class _CrossAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, module) -> tuple[torch.Tensor, torch.Tensor]:
+        y, entropy, lse = module.cross_forward(qkv, 1 / math.sqrt(8))
+        ctx.module = module
+        ctx.save_for_backward(qkv, lse)
+        return y, entropy
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor, dentropy: torch.Tensor):
+        qkv, lse = ctx.saved_tensors
+        return ctx.module.cross_backward(dy, dentropy, qkv, lse, 1 / math.sqrt(8)), None
+
+
+def cross_attention(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """MU's cross-block attention (8 causal heads of size 8) and the entropy of its head-averaged attention.
+
+    From a (B, T, 192) [q | k | v] projection: (B, T, 64) merged heads and (B, T) entropies, as
+    `CrossBlockAttention`'s explicit form computes them; None where the kernel is not available.
+    """
+    if qkv.device.type != "cpu" or qkv.dtype != torch.float32 or qkv.shape[-1] != 192:
+        return None
+    module = load()
+    if module is None:
+        return None
+    return _CrossAttention.apply(qkv.contiguous(), module)

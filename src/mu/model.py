@@ -236,19 +236,25 @@ class CrossBlockAttention(nn.Module):
     """Causal 8-head attention across the 64-wide vector; also returns the entropy of its attention.
 
     The entropy (of the head-averaged attention distribution, one value per query) is what the gate
-    reads; it needs the probabilities, so the attention is computed explicitly: one `baddbmm` adds
-    the scaled scores to the causal mask, softmax, one `bmm` with the values. Without the gate
-    (`with_entropy=False`) the fused SDPA kernel is used instead.
+    reads; it needs the probabilities, which SDPA does not return. `mu.kernels.cross_attention`
+    computes both a query row at a time where it is built (training and full forwards); otherwise
+    (and with a KV cache) the explicit form: one `baddbmm` adds the scaled scores to the causal mask,
+    softmax, one `bmm` with the values. Without the gate (`with_entropy=False`) SDPA is used.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.out = nn.Linear(WIDTH, WIDTH)
+        self.use_kernel = True  # False: the explicit form below even where mu.kernels is built (tests compare them)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None,
                 with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q, k, v = _split_heads(self.qkv(x), CROSS_HEADS)  # each (B, 8, T, 8)
+        qkv = self.qkv(x)
+        fast = kernels.cross_attention(qkv) if with_entropy and cache is None and self.use_kernel else None
+        if fast is not None:
+            return self.out(fast[0]), fast[1]
+        q, k, v = _split_heads(qkv, CROSS_HEADS)  # each (B, 8, T, 8)
         k, v, past = _extend_cache(cache, "cross", k, v)
         if not with_entropy:
             return self.out(_merge_heads(_attend(q, k, v, past))), None
