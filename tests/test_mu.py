@@ -176,15 +176,23 @@ def test_cross_attention_kernel_equals_explicit_form(batch, length):
     assert (e[:, 0].abs() < 1e-6).all()  # the first token attends to itself alone: entropy 0
 
 
-def test_kv_cache_matches_full_forward():
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernels", "pytorch"])
+def test_kv_cache_matches_full_forward(use_kernel):
+    """Cached steps (prompt, then one token at a time) = the full forward; cached = uncached greedy generation."""
+    if use_kernel:
+        _kernel_or_skip()
     torch.manual_seed(0)
     model = MU(MUConfig(**TINY)).eval()
+    for layer in model.layers:
+        layer.blocks.use_kernel = layer.cross.use_kernel = use_kernel
     idx = torch.randint(0, 97, (1, 12))
     full = model.hidden(idx)
-    caches = [{} for _ in model.layers]
-    steps = [model.hidden(idx[:, :5], caches, start=0)]
-    steps += [model.hidden(idx[:, t:t + 1], caches, start=t) for t in range(5, 12)]
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    for grad in (False, True):  # without autograd the kernels' cached form, with it the PyTorch one
+        caches = [{} for _ in model.layers]
+        with torch.set_grad_enabled(grad):
+            steps = [model.hidden(idx[:, :5], caches, start=0)]
+            steps += [model.hidden(idx[:, t:t + 1], caches, start=t) for t in range(5, 12)]
+        assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     cached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=True, repetition_penalty=1.0)
     uncached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=False, repetition_penalty=1.0)
     assert cached == uncached

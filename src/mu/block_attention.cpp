@@ -8,11 +8,13 @@
 #include <cmath>
 #include <vector>
 
-std::vector<torch::Tensor> forward(torch::Tensor qkv, int64_t H, double scale) {
+// Queries are rows past..S-1 of qkv's S rows (past > 0: cached generation, keys and values of every row).
+std::vector<torch::Tensor> forward(torch::Tensor qkv, int64_t H, double scale, int64_t past) {
   TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) == 6 * H && qkv.scalar_type() == torch::kFloat,
               "qkv must be (B, T, 6H) float32");
   qkv = qkv.contiguous();
-  const int64_t B = qkv.size(0), T = qkv.size(1), W = 6 * H;
+  const int64_t B = qkv.size(0), S = qkv.size(1), W = 6 * H, T = S - past;
+  TORCH_CHECK(past >= 0 && T >= 1, "past must leave at least one query row");
   auto y = torch::empty({B, T, 2 * H}, qkv.options());
   auto lse = torch::empty({B, H, T}, qkv.options());
   const float* x = qkv.data_ptr<float>();
@@ -20,17 +22,17 @@ std::vector<torch::Tensor> forward(torch::Tensor qkv, int64_t H, double scale) {
   float* lp = lse.data_ptr<float>();
   const float sc = static_cast<float>(scale);
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buf(5 * T);
-    float *k0 = buf.data(), *k1 = k0 + T, *v0 = k1 + T, *v1 = v0 + T, *s = v1 + T;
+    std::vector<float> buf(5 * S);
+    float *k0 = buf.data(), *k1 = k0 + S, *v0 = k1 + S, *v1 = v0 + S, *s = v1 + S;
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* xb = x + b * T * W;
-      for (int64_t t = 0; t < T; ++t) {
+      const float* xb = x + b * S * W;
+      for (int64_t t = 0; t < S; ++t) {
         const float* row = xb + t * W;
         k0[t] = row[2 * H + 2 * h]; k1[t] = row[2 * H + 2 * h + 1];
         v0[t] = row[4 * H + 2 * h]; v1[t] = row[4 * H + 2 * h + 1];
       }
-      for (int64_t i = 0; i < T; ++i) {
+      for (int64_t i = past; i < S; ++i) {
         const float a = xb[i * W + 2 * h] * sc, c = xb[i * W + 2 * h + 1] * sc;
         float m = -INFINITY;
 #pragma omp simd reduction(max : m)
@@ -41,9 +43,9 @@ std::vector<torch::Tensor> forward(torch::Tensor qkv, int64_t H, double scale) {
           const float p = expf(s[j] - m);
           l += p; y0 += p * v0[j]; y1 += p * v1[j];
         }
-        float* out = yp + (b * T + i) * 2 * H + 2 * h;
+        float* out = yp + (b * T + i - past) * 2 * H + 2 * h;
         out[0] = y0 / l; out[1] = y1 / l;
-        lp[bh * T + i] = m + logf(l);
+        lp[bh * T + i - past] = m + logf(l);
       }
     }
   });
@@ -126,11 +128,12 @@ inline void scores(const float* q, const float* kt, int64_t T, int64_t h, int64_
 }
 }  // namespace
 
-std::vector<torch::Tensor> cross_forward(torch::Tensor qkv, double scale) {
+std::vector<torch::Tensor> cross_forward(torch::Tensor qkv, double scale, int64_t past) {
   TORCH_CHECK(qkv.dim() == 3 && qkv.size(2) == 3 * CW && qkv.scalar_type() == torch::kFloat,
               "qkv must be (B, T, 192) float32");
   qkv = qkv.contiguous();
-  const int64_t B = qkv.size(0), T = qkv.size(1);
+  const int64_t B = qkv.size(0), S = qkv.size(1), T = S - past;
+  TORCH_CHECK(past >= 0 && T >= 1, "past must leave at least one query row");
   auto y = torch::empty({B, T, CW}, qkv.options());
   auto entropy = torch::empty({B, T}, qkv.options());
   auto lse = torch::empty({B, CH, T}, qkv.options());
@@ -138,19 +141,19 @@ std::vector<torch::Tensor> cross_forward(torch::Tensor qkv, double scale) {
   float *yp = y.data_ptr<float>(), *ep = entropy.data_ptr<float>(), *lp = lse.data_ptr<float>();
   const float sc = static_cast<float>(scale);
   at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buf(2 * CW * T + (CH + 1) * T);
-    float *kt = buf.data(), *vt = kt + CW * T, *P = vt + CW * T, *pbar = P + CH * T;
+    std::vector<float> buf(2 * CW * S + (CH + 1) * S);
+    float *kt = buf.data(), *vt = kt + CW * S, *P = vt + CW * S, *pbar = P + CH * S;
     for (int64_t b = begin; b < end; ++b) {
-      const float* xb = x + b * T * 3 * CW;
-      transpose_kv(xb, T, kt, vt);
-      for (int64_t i = 0; i < T; ++i) {
-        const int64_t n = i + 1;
+      const float* xb = x + b * S * 3 * CW;
+      transpose_kv(xb, S, kt, vt);
+      for (int64_t i = past; i < S; ++i) {
+        const int64_t n = i + 1, r = i - past;
         float q[CW];
         for (int64_t hc = 0; hc < CW; ++hc) q[hc] = xb[i * 3 * CW + hc] * sc;
         for (int64_t j = 0; j < n; ++j) pbar[j] = 0.f;
         for (int64_t h = 0; h < CH; ++h) {
-          float* p = P + h * T;
-          scores(q, kt, T, h, n, p);
+          float* p = P + h * S;
+          scores(q, kt, S, h, n, p);
           float m = -INFINITY;
 #pragma omp simd reduction(max : m)
           for (int64_t j = 0; j < n; ++j) m = p[j] > m ? p[j] : m;
@@ -160,19 +163,19 @@ std::vector<torch::Tensor> cross_forward(torch::Tensor qkv, double scale) {
           const float inv = 1.f / l;
 #pragma omp simd
           for (int64_t j = 0; j < n; ++j) { p[j] *= inv; pbar[j] += p[j] * (1.f / CH); }
-          lp[(b * CH + h) * T + i] = m + logf(l);
+          lp[(b * CH + h) * T + r] = m + logf(l);
           for (int64_t c = 0; c < CD; ++c) {
-            const float* v = vt + (h * CD + c) * T;
+            const float* v = vt + (h * CD + c) * S;
             float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < n; ++j) acc += p[j] * v[j];
-            yp[(b * T + i) * CW + h * CD + c] = acc;
+            yp[(b * T + r) * CW + h * CD + c] = acc;
           }
         }
         float e = 0.f;
 #pragma omp simd reduction(+ : e)
         for (int64_t j = 0; j < n; ++j) e -= pbar[j] * logf(pbar[j] + EPS);
-        ep[b * T + i] = e;
+        ep[b * T + r] = e;
       }
     }
   });

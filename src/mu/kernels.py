@@ -65,7 +65,7 @@ def load():
 class _BlockAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, heads: int, module) -> torch.Tensor:
-        y, lse = module.forward(qkv, heads, 1 / math.sqrt(2))
+        y, lse = module.forward(qkv, heads, 1 / math.sqrt(2), 0)
         ctx.module, ctx.heads = module, heads
         ctx.save_for_backward(qkv, y, lse)
         return y
@@ -76,24 +76,39 @@ class _BlockAttention(torch.autograd.Function):
         return ctx.module.backward(dy, qkv, y, lse, ctx.heads, 1 / math.sqrt(2)), None, None
 
 
-def block_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor | None:
-    """Causal attention of `heads` heads of size 2 straight from a (B, T, 6*heads) [q | k | v] projection.
+def block_attention(qkv: torch.Tensor, heads: int, past: int = 0) -> torch.Tensor | None:
+    """Causal attention of `heads` heads of size 2 straight from a (B, S, 6*heads) [q | k | v] projection.
 
-    Returns (B, T, 2*heads), heads in order (what `_merge_heads` of SDPA's output gives), or None
-    where the kernel is not available (not float32 on CPU, or not built here).
+    Returns (B, S - past, 2*heads) for the queries of rows past.. (past > 0: cached generation, no
+    gradient), heads in order (what `_merge_heads` of SDPA's output gives), or None where the kernel
+    is not available (not float32 on CPU, or not built here).
     """
-    if qkv.device.type != "cpu" or qkv.dtype != torch.float32:
-        return None
-    module = load()
+    module = _usable(qkv, past)
     if module is None:
         return None
+    if past:
+        return module.forward(qkv, heads, 1 / math.sqrt(2), past)[0]
     return _BlockAttention.apply(qkv.contiguous(), heads, module)
+
+
+def available(x: torch.Tensor) -> bool:
+    """Whether the kernels apply to tensors like x here: float32 on CPU, and built (or buildable) on this machine."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and load() is not None
+
+
+def _usable(qkv: torch.Tensor, past: int):
+    """The kernel module if it applies to this projection (float32 on CPU; past > 0 only without autograd)."""
+    if qkv.device.type != "cpu" or qkv.dtype != torch.float32:
+        return None
+    if past and torch.is_grad_enabled() and qkv.requires_grad:
+        raise ValueError("the kernels' cached form (past > 0) is for generation: it has no backward")
+    return load()
 
 
 class _CrossAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, module) -> tuple[torch.Tensor, torch.Tensor]:
-        y, entropy, lse = module.cross_forward(qkv, 1 / math.sqrt(8))
+        y, entropy, lse = module.cross_forward(qkv, 1 / math.sqrt(8), 0)
         ctx.module = module
         ctx.save_for_backward(qkv, lse)
         return y, entropy
@@ -104,15 +119,17 @@ class _CrossAttention(torch.autograd.Function):
         return ctx.module.cross_backward(dy, dentropy, qkv, lse, 1 / math.sqrt(8)), None
 
 
-def cross_attention(qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+def cross_attention(qkv: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """MU's cross-block attention (8 causal heads of size 8) and the entropy of its head-averaged attention.
 
-    From a (B, T, 192) [q | k | v] projection: (B, T, 64) merged heads and (B, T) entropies, as
-    `CrossBlockAttention`'s explicit form computes them; None where the kernel is not available.
+    From a (B, S, 192) [q | k | v] projection: (B, S - past, 64) merged heads and (B, S - past)
+    entropies of the queries of rows past.., as `CrossBlockAttention`'s explicit form computes them;
+    None where the kernel is not available.
     """
-    if qkv.device.type != "cpu" or qkv.dtype != torch.float32 or qkv.shape[-1] != 192:
-        return None
-    module = load()
+    module = _usable(qkv, past) if qkv.shape[-1] == 192 else None
     if module is None:
         return None
+    if past:
+        y, entropy, _ = module.cross_forward(qkv, 1 / math.sqrt(8), past)
+        return y, entropy
     return _CrossAttention.apply(qkv.contiguous(), module)
