@@ -72,7 +72,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mu import MU, MUConfig  # noqa: E402
+from mu import MU, MUConfig, kernels  # noqa: E402
 from mu.data import TokenWindows, encode_corpus, read_lines  # noqa: E402
 from mu.generate import generate  # noqa: E402
 from mu.model import MULayer, build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
@@ -173,9 +173,12 @@ def layer_profile(vocab: int, rounds: int) -> dict[str, dict[str, float]]:
         return (layer.ln2(h + layer.ffn(h)),)
 
     mu, core = layers["MU"], layers["core"]
+    built = kernels.available(x)
     parts = {
-        ("MU", "block attentions (QKV 64->192, 32 causal heads of 2, out 64->64)"): timed(lambda: (mu.blocks(x),)),
-        ("MU", "cross-block attention with entropy (explicit softmax)"): timed(lambda: mu.cross(x)),
+        ("MU", "block attentions (QKV 64->192, 32 causal heads of 2, out 64->64; "
+               + ("mu.kernels)" if built else "SDPA)")): timed(lambda: (mu.blocks(x),)),
+        ("MU", "cross-block attention with entropy ("
+               + ("mu.kernels)" if built else "explicit softmax)")): timed(lambda: mu.cross(x)),
         ("core", "cross-block attention (SDPA, no entropy)"): timed(lambda: (core.cross(x, with_entropy=False)[0],)),
         ("MU", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(mu)),
         ("core", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(core)),
