@@ -176,6 +176,30 @@ def test_cross_attention_kernel_equals_explicit_form(batch, length):
     assert (e[:, 0].abs() < 1e-6).all()  # the first token attends to itself alone: entropy 0
 
 
+def test_without_a_compiler_mu_warns_once_and_uses_the_pytorch_forms(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+
+    from mu import kernels
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_module", None)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load_inline", no_compiler)
+    torch.manual_seed(0)
+    model = MU(MUConfig(**TINY)).eval()
+    with caplog.at_level("WARNING", logger="mu.kernels"):
+        logits = model(torch.randint(0, 97, (2, 9)))
+        model(torch.randint(0, 97, (1, 4)))
+    assert logits.shape == (2, 9, 97) and not kernels.available(logits)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mu.kernels"]
+    assert len(warnings) == 1 and "command not found" in warnings[0] and "PyTorch forms" in warnings[0]
+    monkeypatch.setenv("MU_KERNELS", "0")
+    monkeypatch.setattr(kernels, "_tried", False)
+    assert kernels.load() is None  # asked for the PyTorch forms
+
+
 @pytest.mark.parametrize("use_kernel", [True, False], ids=["kernels", "pytorch"])
 def test_kv_cache_matches_full_forward(use_kernel):
     """Cached steps (prompt, then one token at a time) = the full forward; cached = uncached greedy generation."""

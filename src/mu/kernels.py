@@ -42,12 +42,12 @@ def _machine_tag() -> str:
 
 
 def load():
-    """The compiled kernel module, or None when it cannot be built here (logged once) or MU_BLOCK_KERNEL=0."""
+    """The compiled kernel module, or None when it cannot be built here (logged once) or MU_KERNELS=0."""
     global _module, _tried
     if _tried:
         return _module
     _tried = True
-    if os.environ.get("MU_BLOCK_KERNEL", "1") == "0":
+    if os.environ.get("MU_KERNELS", "1") == "0":
         return None
     try:
         from torch.utils.cpp_extension import load_inline
@@ -56,7 +56,7 @@ def load():
                               functions=["forward", "backward", "cross_forward", "cross_backward"], verbose=False,
                               extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", "-march=native"])
     except Exception as error:  # no compiler, no ninja, no headers: SDPA does the same arithmetic, slower
-        log.warning("MU's block-attention kernel could not be built (%s); using scaled_dot_product_attention",
+        log.warning("MU's attention kernels could not be built (%s); using the PyTorch forms (slower)",
                     str(error).splitlines()[0] if str(error) else type(error).__name__)
         _module = None
     return _module
