@@ -49,6 +49,7 @@ def load():
     _tried = True
     if os.environ.get("MU_KERNELS", "1") == "0":
         return None
+    log.info("MU's attention kernels: loading them (the first time on a machine, building: about a minute)")
     try:
         from torch.utils.cpp_extension import load_inline
 
