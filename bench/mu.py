@@ -3,12 +3,16 @@
 
 Speed (vocabulary 50,000 unless said; batch 8, seq 128, 6 layers: the test preset's shapes):
 1. parameters of the test preset;
-2. training tokens/s (forward, backward, AdamW) of the fused and literal block attentions at
+2. a profile of one MU layer against one layer of its post-LN core (gate=off, block_attention=off):
+   milliseconds of forward + backward per part, at the comparison's vocabulary (--vocab);
+3. MU's training step (forward, backward, AdamW) against its post-LN core's at that vocabulary
+   (target: <= 1.25x), interleaved rounds;
+4. training tokens/s (forward, backward, AdamW) of the fused and literal block attentions at
    vocabulary 256 and 50,000, and of the output layer alone (Linear(64, V) + cross-entropy + its
    AdamW step): a bound every model pays. Steps are timed in interleaved rounds (model, bound,
    model, ...) and the medians compared, so that a change in the machine's load hits both alike.
    AdamW is built as the training loop builds it (`trainloop.loop.make_adamw`: fused kernel);
-3. generation tokens/s with and without the KV cache (120 new tokens at seq 128), alternating.
+5. generation tokens/s with and without the KV cache (120 new tokens at seq 128), alternating.
 
 Comparison (does MU's design help, once each model has its own learning rate and seeds are
 repeated?): MU, MU without both parts (gate=off, block_attention=off: a post-LN transformer, its
@@ -21,7 +25,8 @@ only to score the finished seed runs.
   runs does not change what is trained; the seconds each run actually trained are printed);
 - learning rate: per model, a run of --trial-fraction of its steps at each of --lrs (seed 1000,
   none of the measured seeds); while the best is at the edge of the rates tried, one more a grid
-  step beyond it; the rate with the lowest held-out loss wins (`choose_lr`, given no test text);
+  step beyond it (up to --extend more); the rate with the lowest held-out loss wins (`choose_lr`,
+  given no test text); a best still at an edge is flagged in the output;
 - equal time: --seeds runs (seeds 0, 1, ...) at the chosen rate and the model's steps;
 - equal tokens: the same seeds for the steps of the slowest model (for it, the same runs);
 then test perplexity (non-overlapping windows) as mean ± standard error over seeds, beside an
@@ -29,23 +34,28 @@ interpolated bigram with the same tokenizer, and a PNG of held-out perplexity ag
 the learning-rate trials, and one line per seed at equal time and at equal tokens.
 
 Budget (2 cores, 1 thread; single training steps measured MU at ~3,300 tok/s, the others 1.3-1.8x
-that): 4 models x (3-4 trials of 45 s + 3 seeds of 90 s) ~ 1,800 s at most, 9 equal-token runs of
+that): 4 models x (3-4 trials of 45 s, up to 6 while a best stays at an edge, + 3 seeds of 90 s)
+~ 1,800-1,900 s, 9 equal-token runs of
 the faster models at MU's tokens (55-77% of 90 s) ~ 500 s, the loop's own overhead (~10%) ~ 230 s:
 ~42 min of training. 21 test scores (~330k tokens at 9-15k tok/s: ~8 min), 8 held-out scores per run
-(~4 min in all), set-up and checkpoints (~1 min), the speed section and the calibration (~1 min):
+(~4 min in all), set-up and checkpoints (~1 min), the speed section, profile and calibration (~2 min):
 ~56 minutes on an idle machine, leaving ~25% for others' jobs on the same cores within the
 75-minute limit. The duration is printed at the end.
 
-    python bench/mu.py [--budget-s 90] [--trial-fraction 0.5] [--lrs 1e-3,2e-3,4e-3] [--seeds 3]
-                       [--vocab 8192] [--png bench/mu_perplexity.png] [--quick]
+    python bench/mu.py [--budget-s 90] [--trial-fraction 0.5] [--lrs 2e-3,4e-3,8e-3] [--extend 3]
+                       [--seeds 3] [--vocab 8192] [--png bench/mu_perplexity.png] [--corpus DIR] [--quick]
+                       [--skip-speed | --skip-comparison]
 
 --quick checks that everything runs (a slice of the texts, vocabulary 1,024, tiny budgets, 2 seeds)
-in about a minute; its PNG goes to the temporary directory unless --png is given.
+in about a minute; its PNG goes to the temporary directory unless --png is given. Without the corpus
+the comparison cannot run: the bench says so (which files, where, how to get them) and, with --quick
+or --skip-speed (where the comparison was the point), exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -62,15 +72,16 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mu import MU, MUConfig  # noqa: E402
+from mu import MU, MUConfig, kernels  # noqa: E402
 from mu.data import TokenWindows, encode_corpus, read_lines  # noqa: E402
 from mu.generate import generate  # noqa: E402
-from mu.model import build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
+from mu.model import MULayer, build_model, parameter_counts, resolve_width, training_flops_per_token  # noqa: E402
 from mu.tokenizer import train_tokenizer  # noqa: E402
 from mu.train import eval_windows, evaluate, load_model, resolve, train_mu  # noqa: E402
 from trainloop.loop import make_adamw  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+CORPUS_FILES = ("wikitext2_valid.txt", "wikitext2_test.txt")
 BATCH, SEQ, LAYERS = 8, 128, 6
 HELD_OUT = 0.05  # tail of wikitext2_valid for validation (~13.6k tokens at vocabulary 8,192)
 # The models compared: name -> `--set` overrides of the test preset.
@@ -82,7 +93,9 @@ MODELS = {
     "transformer, pre-LN (MU's width)": {"arch": "transformer"},
     "transformer, pre-LN (MU's parameters)": {"arch": "transformer", "width": 0},
 }
-LRS = (1e-3, 2e-3, 4e-3)  # around the 2e-3 that beat 3e-4 for MU in 2-minute runs; x2 apart
+# x2 apart. The last full run's best rates: MU 8e-3 (the edge of 1e-3..8e-3), its core 4e-3 (8e-3 diverged),
+# the pre-LN transformers 4e-3 and 2e-3: the grid starts at 2e-3 and extends (--extend) while a best is at an edge.
+LRS = (2e-3, 4e-3, 8e-3)
 LR_SEED = 1000            # the learning-rate trials' seed: none of the measured seeds (0, 1, ...)
 # Training settings shared by every model of the comparison (the test preset's otherwise).
 SHARED = {"loop.grad_accum": 1,          # a step per batch of 8 windows: more steps in a short budget
@@ -134,16 +147,82 @@ def output_layer_step(vocab: int) -> Callable[[], None]:
     return step
 
 
+def layer_profile(vocab: int, rounds: int) -> dict[str, dict[str, float]]:
+    """Milliseconds of forward + backward per part of one MU layer and one post-LN core layer (batch 8, seq 128).
+
+    Each part runs on its own random inputs (requires_grad) and is timed as forward, then backward of
+    a fixed random gradient, in interleaved rounds (medians); "whole layer" is the layer as trained.
+    """
+    torch.manual_seed(0)
+    config = MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ)
+    layers = {"MU": MULayer(config).train(),
+              "core": MULayer(dataclasses.replace(config, gate="off", block_attention="off")).train()}
+    x, z = (torch.randn(BATCH, SEQ, 64, requires_grad=True) for _ in range(2))
+    entropy = torch.rand(BATCH, SEQ, requires_grad=True)
+    idx = torch.randint(0, vocab, (BATCH, SEQ))
+    grad = torch.randn(BATCH, SEQ, 64)
+
+    def timed(fn: Callable[[], tuple]) -> Callable[[], None]:
+        def call() -> None:
+            outs = fn()
+            torch.autograd.backward(outs, [grad if o.dim() == 3 else torch.ones_like(o) for o in outs])
+        return call
+
+    def post(layer: MULayer) -> tuple:
+        h = layer.ln1(x + z)
+        return (layer.ln2(h + layer.ffn(h)),)
+
+    mu, core = layers["MU"], layers["core"]
+    built = kernels.available(x)
+    parts = {
+        ("MU", "block attentions (QKV 64->192, 32 causal heads of 2, out 64->64; "
+               + ("mu.kernels)" if built else "SDPA)")): timed(lambda: (mu.blocks(x),)),
+        ("MU", "cross-block attention with entropy ("
+               + ("mu.kernels)" if built else "explicit softmax)")): timed(lambda: mu.cross(x)),
+        ("core", "cross-block attention (SDPA, no entropy)"): timed(lambda: (core.cross(x, with_entropy=False)[0],)),
+        ("MU", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(mu)),
+        ("core", "residual, LN, FFN 64-256-64, residual, LN"): timed(lambda: post(core)),
+        ("MU", "gate (affinity lookup, MLP 17-32-16, sigmoid, lerp)"): timed(lambda: (mu.gate(x, z, idx, entropy),)),
+        ("MU", "whole layer"): timed(lambda: (mu(x, idx),)),
+        ("core", "whole layer"): timed(lambda: (core(x, idx),)),
+    }
+    seconds = median_seconds(parts, rounds)
+    table: dict[str, dict[str, float]] = {}
+    for (model, part), s in seconds.items():
+        table.setdefault(part, {})[model] = s * 1e3
+    return table
+
+
+def print_layer_profile(table: dict[str, dict[str, float]]) -> None:
+    """The profile as a markdown table: part, MU ms, core ms."""
+    print("\none layer, forward + backward, batch 8 x seq 128 (ms, medians of interleaved rounds):")
+    print("| part | MU | post-LN core |\n|---|---|---|")
+    for part, ms in table.items():
+        print(f"| {part} | " + " | ".join(f"{ms[m]:.2f}" if m in ms else "" for m in ("MU", "core")) + " |")
+    whole = table["whole layer"]
+    print(f"MU layer / core layer: x{whole['MU'] / whole['core']:.2f}\n", flush=True)
+
+
 def mu_model(vocab: int, **config) -> MU:
     """MU at the test preset's depth and context, seeded."""
     torch.manual_seed(0)
     return MU(MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ, **config))
 
 
-def speed(rounds: int, new_tokens: int) -> dict:
-    """Sections 1-3 of the module docstring."""
+def speed(rounds: int, new_tokens: int, vocab: int) -> dict:
+    """Sections 2-5 of the module docstring."""
     out: dict = {}
     tokens = BATCH * SEQ
+    profile = layer_profile(vocab, 2 * rounds)
+    out["layer_profile_ms"] = profile
+    print_layer_profile(profile)
+    torch.manual_seed(0)
+    core = MU(MUConfig(vocab_size=vocab, n_layers=LAYERS, max_seq_len=SEQ, gate="off", block_attention="off"))
+    steps = median_seconds({"MU": train_step(mu_model(vocab), vocab), "core": train_step(core, vocab)}, 2 * rounds)
+    out["step_ratio_vs_core"] = steps["MU"] / steps["core"]
+    out[f"vocab{vocab}_step_ms"] = {k: s * 1e3 for k, s in steps.items()}
+    print(f"vocab {vocab}:  MU step {steps['MU'] * 1e3:.0f} ms, its post-LN core's {steps['core'] * 1e3:.0f} ms: "
+          f"x{out['step_ratio_vs_core']:.2f} (target <= 1.25)", flush=True)
     small = median_seconds({kind: train_step(mu_model(256, block_attention=kind), 256)
                             for kind in ("fused", "literal")}, 2 * rounds)
     out["vocab256_tokens_per_s"] = {k: tokens / s for k, s in small.items()}
@@ -296,8 +375,8 @@ def plot(results: dict, equal_tokens: int, png: Path) -> None:
 
 def compare(args: argparse.Namespace) -> dict:
     """The comparison of the module docstring; prints the tables and returns everything measured."""
-    lines = read_lines([CORPUS / "wikitext2_valid.txt"])
-    test_lines = read_lines([CORPUS / "wikitext2_test.txt"])
+    lines = read_lines([Path(args.corpus) / "wikitext2_valid.txt"])
+    test_lines = read_lines([Path(args.corpus) / "wikitext2_test.txt"])
     if args.quick:
         lines, test_lines = lines[:400], test_lines[:50]
     seeds = list(range(args.seeds))
@@ -321,7 +400,7 @@ def compare(args: argparse.Namespace) -> dict:
             r = results[name]
             trial_steps = max(args.chunks, int(args.trial_fraction * steps[name]))
             r["lr"], r["trials"] = choose_lr(name, args.lrs, trial_steps, args.chunks, args.vocab, fit, held,
-                                             Path(tmp) / f"m{i}")
+                                             Path(tmp) / f"m{i}", extend=args.extend)
             print(f"  {name}: lr {r['lr']:g} (held-out ppl "
                   + ", ".join(f"{lr:g}: {math.exp(t['valid_loss']):.1f}" for lr, t in r["trials"].items()) + ")",
                   flush=True)
@@ -383,6 +462,8 @@ def main() -> None:
                         help="length of a learning-rate trial, as a share of the seed run's steps")
     parser.add_argument("--lrs", type=lambda s: tuple(float(x) for x in s.split(",")), default=LRS,
                         help="learning rates tried per model, comma-separated (at least 3)")
+    parser.add_argument("--extend", type=int, default=3,
+                        help="learning rates tried beyond --lrs, one grid step at a time, while the best is at an edge")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per model at its chosen learning rate")
     parser.add_argument("--chunks", type=int, default=8, help="held-out scores per training run")
     parser.add_argument("--vocab", type=int, default=8192, help="BPE vocabulary of the comparison")
@@ -392,8 +473,10 @@ def main() -> None:
                         help="torch intra-op threads (0: torch's default); 1 because on the shared 2-core machine two "
                              "threads of these small ops wait on each other (--quick: 3.1 min with 2, 0.8 with 1)")
     parser.add_argument("--quick", action="store_true", help="check that it all runs: tiny budgets, about a minute")
-    parser.add_argument("--skip-speed", action="store_true")
-    parser.add_argument("--skip-comparison", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true", help="only the comparison (exit 2 if it cannot run)")
+    parser.add_argument("--skip-comparison", action="store_true", help="only the speed section and the layer profile")
+    parser.add_argument("--corpus", default=str(CORPUS), help=f"folder with {' and '.join(CORPUS_FILES)} (default: "
+                                                              "../shared/corpus beside the repository)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -407,12 +490,27 @@ def main() -> None:
     results["parameters_test_preset_vocab50k"] = params
     print(f"parameters:   {params:,} (test preset: {LAYERS} layers, seq {SEQ}, vocab 50,000)", flush=True)
     if not args.skip_speed:
-        results["speed"] = speed(args.rounds, 20 if args.quick else 120)
-    if not args.skip_comparison and (CORPUS / "wikitext2_valid.txt").exists():
+        results["speed"] = speed(args.rounds, 20 if args.quick else 120, args.vocab)
+    missing = [name for name in CORPUS_FILES if not (Path(args.corpus) / name).is_file()]
+    not_run = None
+    if args.skip_comparison:
+        pass
+    elif missing:
+        not_run = (f"the comparison was not run: {', '.join(missing)} not found in {args.corpus} (it trains on "
+                   "wikitext2_valid.txt and scores on wikitext2_test.txt, the validation and test splits of WikiText-2, "
+                   "word-level with <unk>, one line of text per line; put them in ../shared/corpus beside the "
+                   "repository, or pass --corpus DIR)")
+        if not (args.quick or args.skip_speed):  # otherwise it ends the run as an error, below
+            print(f"bench/mu.py: note: {not_run}", file=sys.stderr, flush=True)
+        results["not_run"] = {"comparison": not_run}
+    else:
         results["comparison"] = compare(args)
     results["duration_s"] = time.perf_counter() - started
     print(f"duration:     {results['duration_s'] / 60:.1f} min (limit for the full benchmark: 75 min)", flush=True)
     print(json.dumps(results))
+    if not_run and (args.quick or args.skip_speed):  # the comparison was the point (or part of the check of everything)
+        print(f"bench/mu.py: error: {not_run}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

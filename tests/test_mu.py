@@ -84,15 +84,139 @@ def test_fused_equals_literal():
     assert (literal(idx) - fused(idx)).abs().max() <= 1e-5
 
 
-def test_kv_cache_matches_full_forward():
+def _kernel_or_skip():
+    from mu import kernels
+
+    if kernels.load() is None:
+        pytest.skip("mu's block-attention kernel cannot be built here (needs a C++ compiler and ninja); SDPA is used")
+    return kernels
+
+
+def _loss_and_grads(model: MU, idx: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and every parameter's gradient of a fixed function of them; block parameters stacked per block
+    (the literal form's 16 Linear layers as the fused form stores them)."""
+    model.zero_grad()
+    logits = model(idx)
+    (logits * torch.linspace(-1, 1, logits.shape[-1])).sum().backward()
+    grads = {}
+    for name, param in model.named_parameters():
+        if ".blocks." not in name:
+            grads[name] = param.grad
+    for i, layer in enumerate(model.layers):
+        blocks = layer.blocks
+        if hasattr(blocks, "qkv_weight"):
+            parts = (blocks.qkv_weight.grad, blocks.qkv_bias.grad, blocks.out_weight.grad, blocks.out_bias.grad)
+        else:
+            parts = tuple(torch.stack([getattr(m, attr).grad for m in modules])
+                          for modules in (blocks.qkv, blocks.out) for attr in ("weight", "bias"))
+            parts = (parts[0], parts[1], parts[2], parts[3])
+        for key, grad in zip(("qkv_weight", "qkv_bias", "out_weight", "out_bias"), parts):
+            grads[f"layers.{i}.blocks.{key}"] = grad
+    return logits.detach(), grads
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernel", "sdpa"])
+@pytest.mark.parametrize("batch,length", [(3, 16), (2, 7), (1, 13), (1, 1), (2, 3)])
+def test_fast_path_equals_literal_values_and_gradients(use_kernel, batch, length):
+    """The one-call block attention (kernel or SDPA) = the 16 literal per-block attentions: logits and every
+    gradient, full context, odd lengths, a sequence shorter than a 4-token attention tile, batch size 1."""
+    if use_kernel:
+        _kernel_or_skip()
+    literal, fused = pair_of_models()
+    for lit_layer, layer in zip(literal.layers, fused.layers):
+        lit_layer.cross.use_kernel = False  # the reference: per-block attentions, explicit cross-block attention
+        layer.blocks.use_kernel = layer.cross.use_kernel = use_kernel
+    idx = torch.randint(0, 97, (batch, length), generator=torch.Generator().manual_seed(length))
+    want, want_grads = _loss_and_grads(literal, idx)
+    got, got_grads = _loss_and_grads(fused, idx)
+    assert (want - got).abs().max() <= 1e-5
+    assert want_grads.keys() == got_grads.keys()
+    for name, grad in want_grads.items():
+        assert torch.allclose(got_grads[name], grad, rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.parametrize("batch,length", [(1, 1), (1, 5), (2, 33), (8, 128)])
+def test_block_attention_kernel_equals_sdpa(batch, length):
+    """The kernel on a raw [q | k | v] projection = causal SDPA over its 32 heads of size 2, values and gradients."""
+    from mu.model import _merge_heads, _split_heads
+
+    kernels = _kernel_or_skip()
+    qkv = (3 * torch.randn(batch, length, 192, generator=torch.Generator().manual_seed(length))).requires_grad_()
+    grad = torch.randn(batch, length, 64)
+    got = kernels.block_attention(qkv, 32)
+    (got_grad,) = torch.autograd.grad(got, qkv, grad)
+    q, k, v = _split_heads(qkv.double(), 32)  # the reference in float64: float32 SDPA itself is off by ~1e-4 here
+    want = _merge_heads(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    (want_grad,) = torch.autograd.grad(want, qkv, grad.double())
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(got_grad, want_grad, rtol=1e-5, atol=5e-4)
+    assert torch.allclose(got[:, :1], qkv[:, :1, 128:].detach(), atol=1e-6)  # the first token sees only its own value
+
+
+@pytest.mark.parametrize("batch,length", [(1, 1), (1, 6), (3, 17), (8, 128)])
+def test_cross_attention_kernel_equals_explicit_form(batch, length):
+    """The cross-block attention kernel = the explicit form: output and entropy, and gradients through both."""
+    from mu.model import CrossBlockAttention
+
+    _kernel_or_skip()
+    torch.manual_seed(length)
+    cross = CrossBlockAttention()
+    x = torch.randn(batch, length, 64, requires_grad=True)
+    grad_y, grad_e = torch.randn(batch, length, 64), torch.randn(batch, length)
+    results = []
+    for use_kernel in (True, False):
+        cross.use_kernel = use_kernel
+        y, entropy = cross(x)
+        grads = torch.autograd.grad((y, entropy), [x, *cross.parameters()], (grad_y, grad_e))
+        results.append((y, entropy, grads))
+    (y, e, g), (y_ref, e_ref, g_ref) = results
+    assert torch.allclose(y, y_ref, atol=1e-5) and torch.allclose(e, e_ref, atol=1e-5)
+    for got, want in zip(g, g_ref):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert (e[:, 0].abs() < 1e-6).all()  # the first token attends to itself alone: entropy 0
+
+
+def test_without_a_compiler_mu_warns_once_and_uses_the_pytorch_forms(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+
+    from mu import kernels
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: command not found")
+
+    monkeypatch.setattr(kernels, "_tried", False)
+    monkeypatch.setattr(kernels, "_module", None)
+    monkeypatch.setattr(torch.utils.cpp_extension, "load_inline", no_compiler)
     torch.manual_seed(0)
     model = MU(MUConfig(**TINY)).eval()
+    with caplog.at_level("WARNING", logger="mu.kernels"):
+        logits = model(torch.randint(0, 97, (2, 9)))
+        model(torch.randint(0, 97, (1, 4)))
+    assert logits.shape == (2, 9, 97) and not kernels.available(logits)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mu.kernels"]
+    assert len(warnings) == 1 and "command not found" in warnings[0] and "PyTorch forms" in warnings[0]
+    monkeypatch.setenv("MU_KERNELS", "0")
+    monkeypatch.setattr(kernels, "_tried", False)
+    assert kernels.load() is None  # asked for the PyTorch forms
+
+
+@pytest.mark.parametrize("use_kernel", [True, False], ids=["kernels", "pytorch"])
+def test_kv_cache_matches_full_forward(use_kernel):
+    """Cached steps (prompt, then one token at a time) = the full forward; cached = uncached greedy generation."""
+    if use_kernel:
+        _kernel_or_skip()
+    torch.manual_seed(0)
+    model = MU(MUConfig(**TINY)).eval()
+    for layer in model.layers:
+        layer.blocks.use_kernel = layer.cross.use_kernel = use_kernel
     idx = torch.randint(0, 97, (1, 12))
     full = model.hidden(idx)
-    caches = [{} for _ in model.layers]
-    steps = [model.hidden(idx[:, :5], caches, start=0)]
-    steps += [model.hidden(idx[:, t:t + 1], caches, start=t) for t in range(5, 12)]
-    assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
+    for grad in (False, True):  # without autograd the kernels' cached form, with it the PyTorch one
+        caches = [{} for _ in model.layers]
+        with torch.set_grad_enabled(grad):
+            steps = [model.hidden(idx[:, :5], caches, start=0)]
+            steps += [model.hidden(idx[:, t:t + 1], caches, start=t) for t in range(5, 12)]
+        assert torch.allclose(torch.cat(steps, dim=1), full, atol=1e-5)
     cached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=True, repetition_penalty=1.0)
     uncached = generate(model, [5, 6, 7], 10, temperature=0, use_cache=False, repetition_penalty=1.0)
     assert cached == uncached
@@ -144,12 +268,16 @@ def test_matched_transformer_is_within_5_percent_of_mu(vocab):
                                      {"block_attention": "off"}, {"arch": "transformer"}])
 def test_training_flops_per_token_match_a_flop_counter(variant):
     """The analytic count equals torch's FlopCounterMode over forward + backward (the literal form has
-    the block-diagonal projections as real per-block matmuls; the math SDPA backend exposes its matmuls)."""
+    the block-diagonal projections as real per-block matmuls; the math SDPA backend and the explicit
+    cross-block attention expose their matmuls)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     config = MUConfig(**TINY, **variant)
     model = build_model(config)
+    for module in model.modules():  # the kernels do the same arithmetic, out of the counter's sight
+        if hasattr(module, "use_kernel"):
+            module.use_kernel = False
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         model(torch.randint(0, 97, (2, 16))).sum().backward()
     assert counter.get_total_flops() / (2 * 16) == training_flops_per_token(config)
@@ -346,14 +474,31 @@ def test_bench_seeds_give_different_runs_and_the_same_seed_the_same_run(bench_mu
     assert curve(1, "c") != first
 
 
+SHARED_CORPUS = BENCH.parents[2] / "shared" / "corpus"
+
+
+def test_bench_says_what_it_cannot_run_and_fails_where_that_was_the_point(tmp_path):
+    """Without the corpus, --skip-speed (only the comparison) names the missing files and how to get them, exit 2."""
+    result = subprocess.run([sys.executable, str(BENCH), "--skip-speed", "--threads", "1", "--corpus", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "comparison was not run" in result.stderr and "wikitext2_valid.txt" in result.stderr
+    assert "--corpus DIR" in result.stderr and "Traceback" not in result.stderr
+    assert "not_run" in json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def test_bench_quick_end_to_end(tmp_path):
-    """`python bench/mu.py --quick`: speed, LR trials, seeds, table, PNG and the JSON line (~50 s on 1 thread)."""
+    """`python bench/mu.py --quick`: profile, speed, LR trials, seeds, table, PNG and the JSON line (~1-2 min on 1 thread)."""
+    if not all((SHARED_CORPUS / name).is_file() for name in ("wikitext2_valid.txt", "wikitext2_test.txt")):
+        pytest.skip(f"shared corpus not available: {SHARED_CORPUS} lacks wikitext2_valid.txt / wikitext2_test.txt "
+                    "(bench/mu.py --quick needs ../shared/corpus)")
     png = tmp_path / "curves.png"
     result = subprocess.run([sys.executable, str(BENCH), "--quick", "--threads", "1", "--png", str(png)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["speed"]["fused_vs_bound"] > 0 and png.exists()
+    assert out["speed"]["fused_vs_bound"] > 0 and out["speed"]["step_ratio_vs_core"] > 0 and png.exists()
+    assert "| whole layer |" in result.stdout and "MU layer / core layer" in result.stdout
     models = out["comparison"]["models"]
     assert len(models) == 4
     for r in models.values():

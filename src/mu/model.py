@@ -31,6 +31,8 @@ from torch import nn
 
 from trainloop.errors import SettingError
 
+from . import kernels
+
 BLOCK_NAMES = ("I", "S", "C1", "C2", "R1", "R2", "T", "K", "G", "M", "D", "F", "P", "E", "A", "X")
 WIDTH = 64          # 8x8 grid per token
 N_BLOCKS = 16       # 2x2 tiles of the grid
@@ -127,6 +129,34 @@ def _extend_cache(cache: dict | None, name: str, k: torch.Tensor, v: torch.Tenso
     return keys[:, :, :end], values[:, :, :end], past
 
 
+def _extend_rows(cache: dict | None, name: str, rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Append a QKV projection's rows (B, T, 192) to a cache (the kernels' form of a KV cache); all rows so far
+    (B, S, 192) and the number there were before. Preallocated buffer, doubled when full, as `_extend_cache`."""
+    if cache is None:
+        return rows, 0
+    B, T, width = rows.shape
+    buffer, past = cache.get(name, (None, 0))
+    end = past + T
+    if buffer is None or buffer.shape[1] < end:
+        grown = rows.new_empty(B, max(16, 2 * end), width)
+        if buffer is not None:
+            grown[:, :past] = buffer[:, :past]
+        buffer = grown
+    buffer[:, past:end] = rows
+    cache[name] = (buffer, end)
+    return buffer[:, :end], past
+
+
+def _kernel_form(wanted: bool, qkv: torch.Tensor, cache: dict | None, name: str) -> bool:
+    """Whether an attention runs through mu.kernels: wanted, applicable here, and with a cache only where it
+    started without autograd (the kernels' cached form has no backward); a cache keeps the form it started with."""
+    if not wanted or not kernels.available(qkv):
+        return False
+    if cache is None:
+        return True
+    return cache.setdefault(f"{name} uses kernels", not (torch.is_grad_enabled() and qkv.requires_grad))
+
+
 def _split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T, 3*W) laid out [q | k | v], each head-major -> q, k, v as (B, heads, T, W/heads) views."""
     B, T, three_w = qkv.shape
@@ -167,7 +197,10 @@ class FusedBlockAttention(nn.Module):
 
     Parameters are stored per block (16 x Linear(4, 12), 16 x Linear(4, 4)); `forward` assembles
     them into one dense block-diagonal (192, 64) QKV matrix with its rows in [q | k | v] order, so
-    the projection is one GEMM whose output splits into heads as views.
+    the projection is one GEMM. The 32 heads then run as one call: `mu.kernels.block_attention`
+    (a CPU kernel for head size 2 that reads the projection and writes merged heads, no copies;
+    ~4x quicker than SDPA forward + backward; with a cache, of the projection's rows) where it is
+    built, else SDPA over the heads as views.
     """
 
     def __init__(self) -> None:
@@ -181,6 +214,7 @@ class FusedBlockAttention(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
         self.register_buffer("eye", torch.eye(N_BLOCKS), persistent=False)
         self._inference_weights: tuple | None = None  # (key, dense weights): see `dense_weights`
+        self.use_kernel = True  # False: SDPA even where mu.kernels is built (tests compare the two)
 
     @torch.no_grad()
     def copy_from(self, literal: LiteralBlockAttention) -> None:
@@ -218,9 +252,14 @@ class FusedBlockAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
         (qkv_w, qkv_b), (out_w, out_b) = self.dense_weights()
-        q, k, v = _split_heads(F.linear(x, qkv_w, qkv_b), N_BLOCKS * BLOCK_HEADS)  # each (B, 32, T, 2)
-        k, v, past = _extend_cache(cache, "block", k, v)
-        y = _merge_heads(_attend(q, k, v, past))  # (B, T, 64): head 2b, 2b+1 = block b
+        qkv = F.linear(x, qkv_w, qkv_b)  # (B, T, 192): [q | k | v], 32 heads of 2 each
+        if _kernel_form(self.use_kernel, qkv, cache, "block"):
+            rows, past = _extend_rows(cache, "block rows", qkv)  # with a cache: every row so far
+            y = kernels.block_attention(rows, N_BLOCKS * BLOCK_HEADS, past)
+        else:  # another device or dtype, no kernel built here, or a cache under autograd: SDPA
+            q, k, v = _split_heads(qkv, N_BLOCKS * BLOCK_HEADS)  # each (B, 32, T, 2)
+            k, v, past = _extend_cache(cache, "block", k, v)
+            y = _merge_heads(_attend(q, k, v, past))  # (B, T, 64): head 2b, 2b+1 = block b
         return F.linear(y, out_w, out_b)
 
 
@@ -228,19 +267,26 @@ class CrossBlockAttention(nn.Module):
     """Causal 8-head attention across the 64-wide vector; also returns the entropy of its attention.
 
     The entropy (of the head-averaged attention distribution, one value per query) is what the gate
-    reads; it needs the probabilities, so the attention is computed explicitly: one `baddbmm` adds
-    the scaled scores to the causal mask, softmax, one `bmm` with the values. Without the gate
-    (`with_entropy=False`) the fused SDPA kernel is used instead.
+    reads; it needs the probabilities, which SDPA does not return. `mu.kernels.cross_attention`
+    computes both a query row at a time where it is built (with a cache: of the projection's rows);
+    otherwise the explicit form: one `baddbmm` adds the scaled scores to the causal mask,
+    softmax, one `bmm` with the values. Without the gate (`with_entropy=False`) SDPA is used.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.qkv = nn.Linear(WIDTH, 3 * WIDTH)
         self.out = nn.Linear(WIDTH, WIDTH)
+        self.use_kernel = True  # False: the explicit form below even where mu.kernels is built (tests compare them)
 
     def forward(self, x: torch.Tensor, cache: dict | None = None,
                 with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q, k, v = _split_heads(self.qkv(x), CROSS_HEADS)  # each (B, 8, T, 8)
+        qkv = self.qkv(x)
+        if _kernel_form(with_entropy and self.use_kernel, qkv, cache, "cross"):
+            rows, past = _extend_rows(cache, "cross rows", qkv)  # with a cache: every row so far
+            y, entropy = kernels.cross_attention(rows, past)
+            return self.out(y), entropy
+        q, k, v = _split_heads(qkv, CROSS_HEADS)  # each (B, 8, T, 8)
         k, v, past = _extend_cache(cache, "cross", k, v)
         if not with_entropy:
             return self.out(_merge_heads(_attend(q, k, v, past))), None

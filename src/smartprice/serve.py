@@ -47,18 +47,14 @@ from uvicorn.protocols.http.auto import AutoHTTPProtocol
 from .catalog import TEXT_COLUMN
 from .coalesce import MAX_BATCH_ROWS, Coalescer  # re-exported: smartprice.serve.Coalescer
 from .errors import SettingsError, UserError
+from .limits import MAX_BODY_BYTES, MAX_ID_CHARS, MAX_ITEMS, MAX_TEXT_CHARS, WARM_UP_LISTING  # re-exported
 from .modelio import ModelDirError, read_config
 from .predictor import PricePredictor
 
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "SMARTPRICE_MODEL"     # model directory for `app_from_env`, the factory uvicorn's worker processes call
-MAX_ITEMS = 10_000                 # listings per request: one request stays seconds of work (bench/serve.py)
-MAX_BODY_BYTES = 20 * 1024 * 1024  # 10,000 listings at 2 KB (train.csv: mean 0.9 KB, longest 6.2 KB)
-MAX_TEXT_CHARS = 100_000           # one catalog_content: 16x the longest in train.csv (6,192 characters)
-MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed back
 MAX_ERRORS_SHOWN = 5               # validation errors spelled out in one message
-WARM_UP_LISTING = "Item Name: Warm-up Coffee Beans, 12 Ounce (Pack of 2)\nValue: 24.0\nUnit: Ounce\n"
 WARM_UP_ROWS = (1, 1000)  # one listing, and a batch: the small-request path and the one shared with worker processes
 
 
