@@ -15,8 +15,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from trainloop.about import NN_INSTALL, __version__
-from trainloop.errors import UserError
+from sharedcore.about import NN_INSTALL, __version__
+from sharedcore.errors import UserError
 
 NEEDS = ("torch", "accelerate", "safetensors", "tokenizers", "tqdm")  # what mu imports from the nn extra
 
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from trainloop.overrides import parse_sets
+    from sharedcore.overrides import parse_sets
 
     from .train import resolve, train_mu
 
@@ -107,7 +107,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from trainloop.describe import NEEDS_NN, render_preset, render_presets
+    from sharedcore.describe import NEEDS_NN, render_preset, render_presets
 
     from . import train  # the preset table lives beside the code that reads it
 

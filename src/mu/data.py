@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from trainloop.errors import UserError
+from sharedcore.errors import UserError
 
 from .tokenizer import BOS, EOS
 

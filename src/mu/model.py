@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainloop.errors import SettingError
+from sharedcore.errors import SettingError
 
 from . import kernels
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from trainloop.errors import UserError
+from sharedcore.errors import UserError
 
 SPECIALS = ("<PAD>", "<UNK>", "<BOS>", "<EOS>")
 PAD, UNK, BOS, EOS = range(4)

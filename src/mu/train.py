@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from sharedcore.about import __version__, newer_version_note
 from sharedcore.describe import PresetNotes
+from sharedcore.errors import SettingError, UserError
+from sharedcore.overrides import apply_overrides
 from sharedcore.settings import setting
 from trainloop import LoopConfig, TrainResult, train
-from trainloop.about import __version__, newer_version_note
-from trainloop.errors import SettingError, UserError
-from trainloop.overrides import apply_overrides
 
 from .data import TokenWindows, collate, encode_corpus, read_lines
 from .generate import generate
