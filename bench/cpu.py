@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from common import DATA, ROOT, SMARTPRICE, large_train, repeated_catalog, require_data, run_timed
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 BASE = "7aebb0931fb3661b930f9a6dc3f8ed20c832f568"  # the default before the rebuild (issue 16's "today's default")
 CACHE = Path.home() / ".cache" / "smartprice-bench"
 TARGETS = {"predict_rows_s": 2500, "predict10_rows_s": 6000, "one_p50_ms": 2.0, "one_p99_ms": 5.0, "fit_s": 15,
@@ -57,13 +56,13 @@ lat.sort(); print(lat[len(lat) // 2], lat[int(len(lat) * 0.99)])
 """
 
 FIT = """
-import resource, sys, time
+import sys, time
 from smartprice import PricePredictor, read_catalog
 frame = read_catalog(sys.argv[1], labelled=True)
 t0 = time.perf_counter(); model = PricePredictor().fit(frame); seconds = time.perf_counter() - t0
 model.save(sys.argv[2])
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2)
-"""
+print(seconds)
+"""  # its peak RSS is the process's own, from run_timed
 
 CV = """
 import sys, numpy as np
@@ -88,48 +87,24 @@ def base_python(commit: str) -> str:
     return str(python)
 
 
-def run(python: str, *args: str, script: str | None = None) -> tuple[float, str]:
-    """Seconds and stdout of `python -m smartprice ARGS` (or of a script); an error stops the bench."""
-    command = [python, "-c", script, *args] if script else [python, "-m", "smartprice", "-q", *args]
-    started = time.perf_counter()
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        sys.exit(f"failed: {' '.join(command[:4])} ...\n{result.stderr[-2000:]}")
-    return time.perf_counter() - started, result.stdout
-
-
-def repeated(path: Path, times: int, out: Path) -> Path:
-    """The catalog repeated with ids made unique."""
-    frame = pd.read_csv(path)
-    pd.concat([frame.assign(sample_id=frame.sample_id.astype(str) + f"-{i}") for i in range(times)]).to_csv(out, index=False)
-    return out
-
-
-def scaled(copies: int, out: Path) -> Path:
-    from pricing import perturbed_copies  # bench/pricing.py: the 76k catalog of --scale, built the same way
-
-    from smartprice import read_catalog
-
-    perturbed_copies(read_catalog(DATA / "train.csv", labelled=True), copies).to_csv(out, index=False)
-    return out
+def run(python: str, *args: str, script: str | None = None) -> dict:
+    """`python -m smartprice ARGS` (or a script) timed: seconds, peak RSS and stdout; an error stops the bench."""
+    command = [python, "-c", script, *args] if script else [python, *SMARTPRICE[1:], *args]
+    return run_timed(command, stdout=subprocess.PIPE)
 
 
 def predict_speed(python: str, model: Path, path: Path, rows: int, work: Path) -> float:
-    seconds, _ = run(python, "predict", str(model), str(path), "--out", str(work / "p.csv"))
-    return rows / seconds
+    return rows / run(python, "predict", str(model), str(path), "--out", str(work / "p.csv"))["seconds"]
 
 
 def search_quality(model_dir: Path, path: Path, rows: int = 1000) -> dict[str, float]:
     """Per view of a model: share of exact top-k neighbours its search finds, its mean similarity / exact's."""
     from smartprice import PricePredictor, read_catalog
-    from smartprice.cpu.neighbours import NeighbourIndex
-
     model = PricePredictor.load(model_dir).model_
     listings = model.parse(read_catalog(path).catalog_content.tolist()[:rows])
     out = {}
     for view, index in model.level1_.indices_.items():
-        exact = NeighbourIndex.__new__(NeighbourIndex)
-        exact.__dict__.update(index.__dict__, method_="exact")
+        exact = index.exact()
         k = model.preset.neighbours
         found, sims = index.search(listings.views[view], k)
         best, best_sims = exact.search(listings.views[view], k)
@@ -143,7 +118,7 @@ def profile(model_dir: Path, path: Path, rows: int) -> dict[str, float]:
     from smartprice import PricePredictor, read_catalog
     from smartprice.catalog import split_catalog_content
     from smartprice.cpu.level1 import DENSE_FEATURES, brand_lookup
-    from smartprice.cpu.stack import BATCH_ROWS
+    from smartprice.cpu.runtime import BATCH_ROWS
     from smartprice.cpu.views import tfidf
     from smartprice.features import listing_row
 
@@ -218,9 +193,11 @@ def main() -> None:
     started = time.time()
     sides = {"base": base_python(args.base), "head": sys.executable}
     work = Path(tempfile.mkdtemp(prefix="smartprice-bench-"))
+    require_data("bench/cpu.py", "train.csv", "test_unlabeled.csv")
     test = DATA / "test_unlabeled.csv"
     test_rows = len(pd.read_csv(test))
-    test10 = repeated(test, 10, work / "test10.csv")
+    test10 = work / "test10.csv"
+    repeated_catalog(test, 10, test10)
     results: dict[str, dict[str, list[float]]] = {side: {} for side in sides}
 
     def record(side: str, key: str, value: float) -> None:
@@ -230,24 +207,21 @@ def main() -> None:
     print(f"1-2. train.csv model, {args.rounds} alternating rounds", flush=True)
     for _ in range(args.rounds):
         for side, python in sides.items():
-            seconds, _ = run(python, "train", str(DATA / "train.csv"), "--out", str(work / f"m-{side}"))
-            record(side, "fit_s", seconds)
+            record(side, "fit_s", run(python, "train", str(DATA / "train.csv"), "--out", str(work / f"m-{side}"))["seconds"])
             record(side, "predict_rows_s", predict_speed(python, work / f"m-{side}", test, test_rows, work))
             record(side, "predict10_rows_s", predict_speed(python, work / f"m-{side}", test10, 10 * test_rows, work))
-            _, text = run(python, str(work / f"m-{side}"), str(test), script=ONE_LISTING)
-            p50, p99 = map(float, text.split())
+            p50, p99 = map(float, run(python, str(work / f"m-{side}"), str(test), script=ONE_LISTING)["stdout"].split())
             record(side, "one_p50_ms", p50)
             record(side, "one_p99_ms", p99)
 
     print("3. the 76k-row catalog", flush=True)
-    cat76 = scaled(11, work / "train76k.csv")
+    cat76 = large_train(11, work / "train76k.csv")
     for side, python in sides.items():
         if side == "base" and "base-76k" in skip:
             continue
-        _, text = run(python, str(cat76), str(work / f"m76-{side}"), script=FIT)
-        seconds, gib = map(float, text.split())
-        record(side, "fit76_s", seconds)
-        record(side, "fit76_gib", gib)
+        fit = run(python, str(cat76), str(work / f"m76-{side}"), script=FIT)
+        record(side, "fit76_s", float(fit["stdout"]))
+        record(side, "fit76_gib", fit["peak_rss_mib"] / 1024)
         record(side, "predict_76k_model_rows_s", predict_speed(python, work / f"m76-{side}", test, test_rows, work))
         record(side, "predict10_76k_model_rows_s", predict_speed(python, work / f"m76-{side}", test10, 10 * test_rows, work))
     os.remove(cat76)
@@ -285,11 +259,10 @@ def main() -> None:
     summarise(results, cv, args.base)
     if "760k" not in skip:
         print("4. the 760k-row catalog (head)", flush=True)
-        cat760 = scaled(110, work / "train760k.csv")
-        _, text = run(sys.executable, str(cat760), str(work / "m760-head"), script=FIT)
-        seconds, gib = map(float, text.split())
-        record("head", "fit760_s", seconds)
-        record("head", "fit760_gib", gib)
+        cat760 = large_train(110, work / "train760k.csv")
+        fit = run(sys.executable, str(cat760), str(work / "m760-head"), script=FIT)
+        record("head", "fit760_s", float(fit["stdout"]))
+        record("head", "fit760_gib", fit["peak_rss_mib"] / 1024)
         record("head", "predict_760k_model_rows_s", predict_speed(sys.executable, work / "m760-head", test, test_rows, work))
         os.remove(cat760)
 

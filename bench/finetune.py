@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
+from common import DATA, require_data
 
 from smartprice import PricePredictor, read_catalog, smape
 from smartprice.fusion import Collate, FusionRegressor, ListingSet
@@ -28,8 +27,6 @@ from smartprice.losses import price_loss
 from smartprice.presets import preset_to_dict, resolve_preset
 from trainloop import train
 from trainloop.sampling import EpochSampler
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def build(preset, texts, y):
@@ -42,8 +39,8 @@ def build(preset, texts, y):
     regressor = FusionRegressor(preset)
     location = encoder_location(preset.encoder)
     regressor.tokenizer_ = AutoTokenizer.from_pretrained(location)
-    features = regressor._features(texts, fit=True)
-    ids = regressor._tokenise(texts)
+    features = regressor.features(texts, fit=True)
+    ids = regressor.tokenise(texts)
     torch.manual_seed(0)
     net = FusionNet(AutoModel.from_pretrained(location), features.shape[1], preset, "mean", float(y.mean()))
     return net, ListingSet(ids, features, np.expm1(y)), Collate(regressor.tokenizer_.pad_token_id or 0), ids
@@ -97,8 +94,7 @@ def main() -> None:
     parser.add_argument("--skip-blend", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/finetune.py needs the shared data: {DATA / 'train.csv'} is absent")
+    require_data("bench/finetune.py", "train.csv")
     train_frame = read_catalog(DATA / "train.csv", labelled=True)
     holdout = read_catalog(DATA / "holdout.csv", labelled=True)
     texts, y = train_frame.catalog_content.tolist(), np.log1p(train_frame.price.to_numpy())

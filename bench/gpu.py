@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import DATA, ROOT
 
+from sharedcore.overrides import apply_overrides, parse_sets
 from smartprice import read_catalog
 from smartprice.features import FeatureEncoder, parse_listings
 from smartprice.fusion import Collate, FusionNet, FusionRegressor, ListingSet, load_encoder, loss_function, prepare_for_training
 from smartprice.presets import FusionPreset, resolve_preset
 from trainloop import train
-from trainloop.overrides import apply_overrides, parse_sets
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "train.csv"
+SHARED_TRAIN = DATA / "train.csv"
 EXAMPLE_TRAIN = ROOT / "examples" / "train.csv"  # --tiny falls back to it: the test runs anywhere
 PRESETS = ("ultra", "fast", "blazing", "optimized")
 
@@ -259,13 +259,13 @@ def inference_speed(net: torch.nn.Module, preset: FusionPreset, data: Listings, 
                     features: np.ndarray, rows: int) -> float:
     """Rows/s of the predict path (length-sorted batches of eval_batch_size) on the trained network."""
     regressor = FusionRegressor(preset)
-    regressor.tokenizer_ = data.tokenizer  # _predict_ids pads with its pad id
+    regressor.tokenizer_ = data.tokenizer  # predict_ids pads with its pad id
     rows = min(rows, len(ids))
     warm = min(rows, 2 * preset.eval_batch_size)
-    regressor._predict_ids(net, ids[-warm:], features[-warm:])  # compiles / autotunes the eval graph
+    regressor.predict_ids(net, ids[-warm:], features[-warm:])  # compiles / autotunes the eval graph
     _synchronize()
     started = time.perf_counter()
-    regressor._predict_ids(net, ids[:rows], features[:rows])
+    regressor.predict_ids(net, ids[:rows], features[:rows])
     _synchronize()
     return rows / (time.perf_counter() - started)
 

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from common import DATA, require_data
 
 from smartprice import PricePredictor, read_catalog
 from smartprice.losses import LOSSES
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main() -> None:
@@ -27,8 +24,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--rows", type=int, default=0, help="use only this many train.csv rows (0 = all)")
     args = parser.parse_args()
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/losses.py needs the shared data: {DATA / 'train.csv'} is absent")
+    require_data("bench/losses.py", "train.csv")
     frame = read_catalog(DATA / "train.csv", labelled=True)
     if args.rows:
         frame = frame.iloc[:args.rows]

@@ -14,24 +14,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+from common import DATA, SMARTPRICE, machine, optional_data, peak_rss_mib, perturbed_copies, require_data, run_timed
 
 
 def run_cv(preset: str, sets: list[str]) -> dict:
     """5-fold CV on train.csv (the folds `smartprice cv` uses): pooled SMAPE, its standard error, fit seconds."""
+    from sharedcore.overrides import parse_sets
     from smartprice import read_catalog
-    from smartprice.cli import parse_sets
     from smartprice.cv import cross_validate
 
     summary = cross_validate(read_catalog(DATA / "train.csv", labelled=True), preset, parse_sets(sets)).summary()
@@ -39,29 +34,10 @@ def run_cv(preset: str, sets: list[str]) -> dict:
             "peak_rss_mib": peak_rss_mib()}
 
 
-def perturbed_copies(frame, copies: int):
-    """`copies` versions of a labelled catalog, text perturbed (word dropped / swapped case / suffix), ids unique."""
-    import numpy as np
-    import pandas as pd
-
-    rng = np.random.default_rng(0)
-    parts = [frame]
-    for copy in range(1, copies):
-        texts = []
-        for text in frame.catalog_content:
-            words = text.split(" ")
-            drop = rng.integers(len(words))
-            words = words[:drop] + words[drop + 1:] if len(words) > 3 else words
-            texts.append(" ".join(words) + f" v{copy}")
-        parts.append(frame.assign(sample_id=[f"{i}-{copy}" for i in frame.sample_id], catalog_content=texts,
-                                  price=frame.price * rng.uniform(0.9, 1.1, len(frame))))
-    return pd.concat(parts, ignore_index=True)
-
-
 def run_scale(preset: str, sets: list[str]) -> dict:
     """Fit on train.csv repeated 11 times with perturbed text (~76k rows): fit seconds and peak RSS."""
+    from sharedcore.overrides import parse_sets
     from smartprice import PricePredictor, read_catalog
-    from smartprice.cli import parse_sets
 
     frame = perturbed_copies(read_catalog(DATA / "train.csv", labelled=True), 11)
     started = time.perf_counter()
@@ -73,8 +49,8 @@ def run_preset(preset: str, sets: list[str]) -> dict:
     """Fit a smartprice preset, score holdout, then time `smartprice predict` as a user runs it."""
     import pandas as pd
 
+    from sharedcore.overrides import parse_sets
     from smartprice import PricePredictor, read_catalog
-    from smartprice.cli import parse_sets
 
     train = read_catalog(DATA / "train.csv", labelled=True)
     holdout = read_catalog(DATA / "holdout.csv", labelled=True)
@@ -86,15 +62,15 @@ def run_preset(preset: str, sets: list[str]) -> dict:
         model.save(Path(tmp) / "model")
         test = DATA / "test_unlabeled.csv"
         rows = len(pd.read_csv(test, usecols=["sample_id"]))
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "smartprice", "-q", "predict", str(Path(tmp) / "model"), str(test),
-                        "--out", str(Path(tmp) / "out.csv")], check=True)
-        predict_s = time.perf_counter() - started
+        predict_s = run_timed([*SMARTPRICE, "predict", str(Path(tmp) / "model"), str(test),
+                               "--out", str(Path(tmp) / "out.csv")])["seconds"]
         out = pd.read_csv(Path(tmp) / "out.csv")
         assert len(out) == rows and (out.price > 0).all()
-        stress = read_catalog(DATA / "stress_extremes.csv", labelled=True) if (DATA / "stress_extremes.csv").exists() else None
+        skipped = optional_data("bench/pricing.py", "the stress SMAPE", "stress_extremes.csv")
+        stress = read_catalog(DATA / "stress_extremes.csv", labelled=True) if skipped is None else None
     return {"holdout_smape": report["smape"], "by_band": {k: round(v["smape"], 2) for k, v in report["by_band"].items()},
             "stress_smape": model.score(stress)["smape"] if stress is not None else None,
+            "skipped": {"stress_smape": skipped} if skipped else {},
             "fit_s": fit_s, "predict_rows_per_s": rows / predict_s, "predict_rows": rows,
             "peak_rss_mib": peak_rss_mib()}
 
@@ -154,8 +130,7 @@ def main() -> None:
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one approach in this process
     args = parser.parse_args()
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/pricing.py needs the shared data: {DATA / 'train.csv'} is absent")
+    require_data("bench/pricing.py", "train.csv", "holdout.csv", "test_unlabeled.csv")
     runners = {"preset": run_preset, "cv": run_cv, "scale": run_scale}
     if args.one:
         result = runners[args.one](args.preset, args.sets) if args.one in runners else run_baseline(args.one, args.baseline_trees)
@@ -191,19 +166,6 @@ def main() -> None:
                 print(f"  {preset} vs {base}: SMAPE {ours['holdout_smape'] - results[base]['holdout_smape']:+.2f} points, "
                       f"fit time x{ours['fit_s'] / results[base]['fit_s']:.2f}")
     print(json.dumps({"presets": presets, "sets": args.sets, "machine": machine(), "results": results}))
-
-
-def machine() -> str:
-    """The CPU model and core count, for the README's table."""
-    import os
-    import platform
-
-    name = platform.processor() or platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import DATA, require_data
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 SINGLE_LISTINGS = 300
 
@@ -148,9 +148,8 @@ def main() -> None:
     parser.add_argument("--cv", action="store_true", help="also 5-fold CV coverage on train.csv")
     parser.add_argument("--skip-cost", action="store_true", help="coverage and width only, no timings")
     args = parser.parse_args()
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/ranges.py: {DATA} not found: it needs ../shared/data (train.csv, holdout.csv, "
-                 "stress_extremes.csv, test_unlabeled.csv) beside the repository")
+    require_data("bench/ranges.py", "train.csv", "holdout.csv", "stress_extremes.csv", "test_unlabeled.csv",
+                 part="the ranges' calibration and cost")
     from smartprice import PricePredictor, read_catalog
 
     model = PricePredictor().fit(read_catalog(DATA / "train.csv", labelled=True))

@@ -16,40 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from common import DATA, SMARTPRICE, repeated_catalog, require_data, run_timed
+
 RSS_LIMIT_MIB = 2048  # the issue's bound for 440,000 listings
-
-
-def run(command: list[str], stdout: int | None = subprocess.DEVNULL) -> dict:
-    """Run a command to completion: wall seconds, CPU seconds (its process tree) and its largest process's peak RSS."""
-    with tempfile.TemporaryFile() as errors:  # a file, not a pipe: a chatty command cannot block on it
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=stdout, stderr=errors)
-        _, status, usage = os.wait4(process.pid, 0)  # rusage of this command's process tree
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        if process.returncode != 0:
-            errors.seek(0)
-            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {errors.read().decode()[-2000:]}")
-    return {"seconds": round(seconds, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}  # Linux reports KiB
-
-
-def repeated_file(source: Path, times: int, target: Path) -> int:
-    """Write `source` `times` times with sample_id suffixed by the copy number; return the row count."""
-    import pandas as pd
-
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    with open(target, "w", encoding="utf-8", newline="") as handle:
-        for copy in range(times):
-            frame.assign(sample_id=frame["sample_id"] + f"-{copy}").to_csv(handle, header=copy == 0, index=False)
-    return len(frame) * times
 
 
 def check_output(source: Path, out: Path) -> None:
@@ -91,9 +64,8 @@ def main() -> None:
         return
     import pandas as pd
 
-    if not (DATA / "train.csv").exists():
-        sys.exit(f"bench/scale.py needs the shared data: {DATA / 'train.csv'} is absent")
-    cli = [sys.executable, "-m", "smartprice", "-q"]
+    require_data("bench/scale.py", "train.csv", "test_unlabeled.csv", "holdout.csv")
+    cli = SMARTPRICE
     chunk = ["--chunk-rows", str(args.chunk_rows)] if args.chunk_rows else []
     results: dict = {"cpu_count": os.cpu_count(), "load_average_start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="smartprice-scale-") as tmp:
@@ -101,12 +73,12 @@ def main() -> None:
         model = args.model
         if model is None:
             model = tmp / "model"
-            fit = run(cli + ["train", str(DATA / "train.csv"), "--out", str(model)])
+            fit = run_timed(cli + ["train", str(DATA / "train.csv"), "--out", str(model)])
             results["fit"] = fit
             print(f"fit on train.csv         {fit['seconds']:7.1f} s  peak RSS {fit['peak_rss_mib']:5.0f} MiB", flush=True)
         for times in args.times:
             source = tmp / f"test_x{times}.csv"
-            rows = repeated_file(DATA / "test_unlabeled.csv", times, source)
+            rows = repeated_catalog(DATA / "test_unlabeled.csv", times, source)
             out = tmp / f"out_x{times}.csv"
             commands = {f"predict_x{times}": cli + ["predict", str(model), str(source), "--out", str(out)] + chunk}
             if times == min(args.times):  # the baseline, alternated with the streamed run: a shared machine's load hits both
@@ -115,7 +87,7 @@ def main() -> None:
             repeats = args.repeats if len(commands) > 1 else 1
             for _ in range(repeats):
                 for name, command in commands.items():
-                    measured = run(command)
+                    measured = run_timed(command)
                     if name not in results or measured["seconds"] < results[name]["seconds"]:  # best of the repeats
                         results[name] = {**measured, "rows": rows, "rows_per_s": round(rows / measured["seconds"], 1),
                                          "rows_per_cpu_s": round(rows / measured["cpu_seconds"], 1), "repeats": repeats}
@@ -130,17 +102,17 @@ def main() -> None:
             source.unlink()
         holdout = DATA / "holdout.csv"
         holdout_rows = sum(len(c) for c in pd.read_csv(holdout, usecols=["sample_id"], dtype=str, chunksize=50_000))
-        report = run(cli + ["report", str(model), str(holdout), "--out", str(tmp / "report.html")])
+        report = run_timed(cli + ["report", str(model), str(holdout), "--out", str(tmp / "report.html")])
         results["report_holdout"] = report
         print(f"report on holdout.csv   {report['seconds']:7.1f} s  peak RSS {report['peak_rss_mib']:5.0f} MiB", flush=True)
         with open(tmp / "explain.json", "w") as sink:
-            explain = run(cli + ["explain", str(model), str(holdout), "--rows", str(holdout_rows), "--json"], stdout=sink)
+            explain = run_timed(cli + ["explain", str(model), str(holdout), "--rows", str(holdout_rows), "--json"], stdout=sink)
         explained = len(json.loads((tmp / "explain.json").read_text()))
         explain.update(rows=explained, rows_per_s=round(explained / explain["seconds"], 1))
         results["explain_holdout"] = explain
         print(f"explain holdout.csv     {explain['seconds']:7.1f} s  peak RSS {explain['peak_rss_mib']:5.0f} MiB  "
               f"({explained} rows, {explain['rows_per_s']:.0f} rows/s)", flush=True)
-        few = run(cli + ["explain", str(model), str(holdout), "--rows", "5"])
+        few = run_timed(cli + ["explain", str(model), str(holdout), "--rows", "5"])
         results["explain_5_rows"] = few
         print(f"explain 5 rows          {few['seconds']:7.1f} s  (the default --rows)", flush=True)
     largest = results.get(f"predict_x{max(args.times)}")

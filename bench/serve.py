@@ -32,8 +32,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+from common import DATA, SMARTPRICE, require_data, tree_memory_mib
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLIENTS = 8         # concurrent single-listing clients, as the issue specifies
 BATCH_ROWS = 1000   # listings per batch request
 BAD_REQUESTS = 500  # bad requests mixed into the traffic
@@ -44,36 +44,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def peak_rss_mib(pid: int) -> dict[str, float]:
-    """VmHWM (peak resident set) of a process and of all its descendants (the model's worker processes too), in MiB."""
-    peaks = {}
-    family, pending = [pid], [pid]
-    while pending:
-        found = children(pending.pop())
-        family += found
-        pending += found
-    for candidate in family:
-        try:
-            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[str(candidate)] = int(line.split()[1]) / 1024
-        except OSError:
-            pass
-    return peaks
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def bad_requests(texts: list[str]) -> list[tuple[str, dict]]:
@@ -221,8 +191,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="server worker processes (default: 2, one per core)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase")
     args = parser.parse_args()
-    if not (DATA / "test_unlabeled.csv").exists():
-        sys.exit(f"bench/serve.py needs the shared data: {DATA / 'test_unlabeled.csv'} is absent")
+    require_data("bench/serve.py", "train.csv", "test_unlabeled.csv")
     texts = pd.read_csv(DATA / "test_unlabeled.csv", dtype=str, keep_default_na=False)["catalog_content"].tolist()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -230,7 +199,7 @@ def main() -> None:
         if model is None:
             model = Path(tmp) / "model"
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "smartprice", "-q", "train", str(DATA / "train.csv"), "--out", str(model)],
+            subprocess.run([*SMARTPRICE, "train", str(DATA / "train.csv"), "--out", str(model)],
                            check=True, stdout=subprocess.DEVNULL)
             print(f"trained the cpu preset on train.csv in {time.perf_counter() - started:.0f} s", flush=True)
         port = free_port()
@@ -238,7 +207,7 @@ def main() -> None:
         log_path = Path(tmp) / "server.log"
         with open(log_path, "w") as log:
             started = time.perf_counter()
-            server = subprocess.Popen([sys.executable, "-m", "smartprice", "-q", "serve", str(model), "--port", str(port),
+            server = subprocess.Popen([*SMARTPRICE, "serve", str(model), "--port", str(port),
                                        "--workers", str(args.workers)], stdout=log, stderr=subprocess.STDOUT)
             try:
                 while server.poll() is None:
@@ -252,7 +221,7 @@ def main() -> None:
                 startup_s = time.perf_counter() - started
                 print(f"server up in {startup_s:.1f} s ({args.workers} workers, port {port})", flush=True)
                 results = asyncio.run(drive(url, port, texts, args.seconds, args.workers))
-                rss = peak_rss_mib(server.pid)
+                rss = {str(pid): mib for pid, (_, mib) in tree_memory_mib(server.pid).items()}  # each one's peak
                 stopping = time.perf_counter()
                 server.send_signal(signal.SIGTERM)
                 exit_code = server.wait(120)

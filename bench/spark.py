@@ -7,7 +7,7 @@ does: `smartprice predict` streaming the file in one run, and a Spark job (local
 that reads the folder, prices it with `smartprice.spark.predict_prices` and writes Parquet. Prints
 rows/s of each (end to end, and the Spark job alone without JVM start), the ratio Spark / single
 process (the issue's target: >= 0.8 on the same 2 cores), peak RSS of the CLI, of the Spark driver
-(Python + JVM) and of the Python workers (largest one and their sum, sampled with psutil every
+(Python + JVM) and of the Python workers (largest one and their sum, sampled from /proc every
 0.1 s), checks that every row got the same price from both (to 1e-9), then one JSON line.
 
     python bench/spark.py                                # 100x: 439,000 rows (minutes)
@@ -22,11 +22,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from common import DATA, SMARTPRICE, require_data, run_timed, tree_memory_mib
+
 TARGET_RATIO = 0.8  # the issue's bar: Spark on local[2] keeps 80% of one process's rows/s on the same cores
 
 
@@ -65,41 +65,20 @@ def write_inputs(source: Path, repeat: int, rows: int | None, single: Path, fold
 
 def measure(command: list[str], env: dict[str, str] | None = None) -> dict:
     """Run a command; wall seconds, and peak RSS (MiB) of its driver, its JVM and its Python workers, sampled."""
-    import psutil
+    peaks = {"driver_python": 0.0, "jvm": 0.0, "workers_sum": 0.0, "worker_max": 0.0, "tree_sum": 0.0}
 
-    peaks = {"driver_python": 0, "jvm": 0, "workers_sum": 0, "worker_max": 0, "tree_sum": 0}
-    with tempfile.TemporaryFile() as errors:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=env, text=True)
-        done = threading.Event()
+    def sample(root: int) -> None:  # resident sets now, every 0.1 s: Spark's Python workers come and go
+        rss = tree_memory_mib(root, "VmRSS")
+        workers = [mib for pid, (name, mib) in rss.items() if pid != root and name.startswith("python")]
+        for key, value in (("driver_python", rss.get(root, ("", 0.0))[1]),
+                           ("jvm", sum(mib for name, mib in rss.values() if name == "java")),
+                           ("workers_sum", sum(workers)), ("worker_max", max(workers, default=0.0)),
+                           ("tree_sum", sum(mib for _, mib in rss.values()))):
+            peaks[key] = max(peaks[key], value)
 
-        def sample() -> None:
-            root = psutil.Process(process.pid)
-            while not done.is_set():
-                try:
-                    tree = [root, *root.children(recursive=True)]
-                    rss = {p.pid: (p.name(), p.memory_info().rss) for p in tree}
-                except psutil.Error:
-                    continue
-                workers = [r for pid, (name, r) in rss.items() if pid != root.pid and name.startswith("python")]
-                jvm = sum(r for name, r in rss.values() if name == "java")
-                for key, value in (("driver_python", rss.get(root.pid, ("", 0))[1]), ("jvm", jvm),
-                                   ("workers_sum", sum(workers)), ("worker_max", max(workers, default=0)),
-                                   ("tree_sum", sum(r for _, r in rss.values()))):
-                    peaks[key] = max(peaks[key], value)
-                done.wait(0.1)
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        stdout, _ = process.communicate()
-        seconds = time.perf_counter() - started
-        done.set()
-        sampler.join()
-        if process.returncode != 0:
-            errors.seek(0)
-            raise SystemExit(f"{' '.join(command)} failed ({process.returncode}): {errors.read().decode()[-3000:]}")
-    result = {"seconds": round(seconds, 2), **{f"peak_{k}_mib": round(v / 2**20, 1) for k, v in peaks.items()}}
-    last = stdout.strip().splitlines()[-1:] if stdout else []
+    timed = run_timed(command, stdout=subprocess.PIPE, env=env, sample=sample)
+    result = {"seconds": round(timed["seconds"], 2), **{f"peak_{k}_mib": round(v, 1) for k, v in peaks.items()}}
+    last = timed["stdout"].strip().splitlines()[-1:]
     if last and last[0].startswith("{"):
         result.update(json.loads(last[0]))  # what the Spark run measured inside itself
     return result
@@ -158,10 +137,9 @@ def main() -> None:
     if args.spark_run:
         spark_run(*args.spark_run, args.batch_size, args.driver_memory)
         return
-    if not (DATA / "test_unlabeled.csv").exists():
-        sys.exit(f"bench/spark.py needs the shared data: {DATA / 'test_unlabeled.csv'} is absent")
+    require_data("bench/spark.py", "train.csv", "test_unlabeled.csv")
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    cli = [sys.executable, "-m", "smartprice", "-q"]
+    cli = SMARTPRICE
     results: dict = {"cpu_count": os.cpu_count(), "load_average_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory(prefix="smartprice-spark-bench-") as tmp:
         tmp = Path(tmp)

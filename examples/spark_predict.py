@@ -29,7 +29,7 @@ from pyspark.sql import SparkSession
 
 from smartprice import CatalogError
 from smartprice.modelio import ModelDirError
-from smartprice.spark import predict_prices, ship_model
+from smartprice.spark import predict_prices, quiet_pandas3_warning, ship_model
 
 USER_ERROR = re.compile(r"^smartprice\.\w+\.(?:CatalogError|ModelDirError): (.*)$", re.MULTILINE)  # in executor tracebacks
 
@@ -65,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """spark-submit entry point: one line on stderr and exit 2 for a mistake the user can fix."""
     args = parse_args(argv)
-    spark = SparkSession.builder.appName("smartprice-predict").getOrCreate()
+    with quiet_pandas3_warning():  # PySpark checks the pandas version while converting its configuration at start
+        spark = SparkSession.builder.appName("smartprice-predict").getOrCreate()
     started = time.perf_counter()
     try:
         rows = run(spark, args)

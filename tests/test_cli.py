@@ -64,3 +64,44 @@ def test_neural_preset_without_torch_is_a_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_torch)
     assert main(["train", str(EXAMPLES / "train.csv"), "--out", str(tmp_path / "m"), "--preset", "blazing"]) == 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    model = tmp_path_factory.mktemp("cli") / "model"
+    assert main(["-q", "train", str(EXAMPLES / "train.csv"), "--out", str(model), *FAST]) == 0
+    return model
+
+
+def _without(config: dict, key: str) -> dict:
+    return {k: v for k, v in config.items() if k != key}
+
+
+DAMAGED_CONFIGS = [  # (what is done to config.json, the field the one-line error names)
+    (lambda c: {**c, "smartprice_version": 999}, "field 'smartprice_version' is 999, expected a version string"),
+    (lambda c: _without(c, "model_state"), "field 'model_state' is missing"),
+    (lambda c: _without(c, "preset"), "field 'preset' is missing"),
+    (lambda c: {**c, "format_version": "2"}, "field 'format_version' is \"2\", expected a whole number"),
+    (lambda c: {**c, "price_range": [1.0]}, "field 'price_range' is [1.0], expected a list of two prices"),
+    (lambda c: {**c, "config": _without(c["config"], "kind")}, "field 'config.kind' is missing"),
+    (lambda c: {**c, "config": {**c["config"], "trees": "many"}}, "field 'config.trees' is 'many', expected a whole number"),
+    (lambda c: {**c, "files": {**c["files"], "lightgbm.txt": "big"}}, "field 'files.lightgbm.txt' is \"big\""),
+    (lambda c: [c], "field '(top level)' is"),
+]
+
+
+@pytest.mark.parametrize("damage, message", DAMAGED_CONFIGS)
+def test_a_damaged_config_is_one_line_naming_file_and_field(model_dir, tmp_path, damage, message):
+    import json
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(damage(config)))
+    result = subprocess.run([sys.executable, "-m", "smartprice", "-q", "predict", str(model), str(EXAMPLES / "test.csv"),
+                             "--out", str(tmp_path / "p.csv")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"smartprice: error: {model / 'config.json'}: damaged config, ")
+    assert message in result.stderr, result.stderr

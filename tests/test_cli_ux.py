@@ -7,7 +7,6 @@ finder that refuses `torch`, which is what a base install looks like to the impo
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import os
 import re
@@ -20,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
+from sharedcore.about import is_newer
+from sharedcore.errors import SettingError
+from sharedcore.overrides import get_field, setting_names
 from smartprice import presets
-from trainloop.about import is_newer
-from trainloop.errors import SettingError
-from trainloop.overrides import get_field, setting_names
+from smartprice.kinds import preset_from_dict
 
 FAST = ["--set", "trees=60", "--set", "folds=3"]
 
@@ -32,10 +32,9 @@ def run(*args: str, module: str = "smartprice", cwd: Path | None = None) -> subp
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd)
 
 
-def source_comment(cls: type, field: str) -> str:
-    """The trailing comment of `field: type = value  # comment` in a preset class, read with a regex."""
-    match = re.search(rf"^\s+{field}: [^#\n]+#\s*(.*)$", inspect.getsource(cls), re.MULTILINE)
-    return match.group(1).strip() if match else ""
+def field_reason(cls: type, field: str) -> str:
+    """The reason a preset class gives for `field`, straight from its dataclass metadata."""
+    return next(f.metadata.get("why", "") for f in dataclasses.fields(cls) if f.name == field)
 
 
 def row(output: str, field: str) -> str:
@@ -68,15 +67,17 @@ def test_preset_shows_every_field_value_and_reason(name):
         shown = ",".join(map(str, value)) if isinstance(value, tuple) and value else str(value)
         if not isinstance(value, bool) and value != ():
             assert shown in line, (key, line)
-        comment = source_comment(type(preset), key) if "." not in key else ""
-        if comment and value == get_field(type(preset)(), key):
-            assert comment in line, (key, line)  # the reason is the table's own comment
+        reason = field_reason(type(preset), key) if "." not in key else ""
+        if reason and value == get_field(type(preset)(), key) and key not in presets.PRESET_NOTES[name].why:
+            assert reason in line, (key, line)  # the reason is the field's own
+        if key in presets.PRESET_NOTES[name].why:
+            assert presets.PRESET_NOTES[name].why[key] in line, (key, line)  # the preset's reason for its value
 
 
 def test_loop_settings_are_rows_with_their_reasons_and_dotted_keys():
     minilm = run("presets", "minilm").stdout
-    assert "0.3 of 3 epochs" in row(minilm, "loop.warmup")  # the comment on the preset's own line
-    assert "set by this preset; default 10" in row(minilm, "loop.epochs")
+    assert "0.3 of 3 epochs" in row(minilm, "loop.warmup")  # the preset's own reason for its value
+    assert "set by this preset; default 16" in row(minilm, "loop.batch_size")
     assert "--set loop.FIELD=VALUE" in minilm
     resolved = presets.resolve_preset("minilm", {"loop.epochs": "2", "max_length": "64"})
     assert resolved.loop.epochs == 2 and resolved.max_length == 64 and resolved.loop.lr == 1e-4
@@ -89,10 +90,10 @@ def test_loop_settings_are_rows_with_their_reasons_and_dotted_keys():
             presets.resolve_preset("minilm", bad)
 
 
-def test_preset_value_set_by_a_named_preset_gets_the_comment_on_its_line():
+def test_preset_value_set_by_a_named_preset_gets_its_own_reason():
     minilm = run("presets", "minilm").stdout
-    assert "bench/losses.py" in row(minilm, "loss")  # loss="l1",  # bench/losses.py
-    assert "set by this preset; default 256" in row(minilm, "max_length")
+    assert "bench/losses.py" in row(minilm, "loss")  # PRESET_NOTES["minilm"].why["loss"]
+    assert "set by this preset; default 0.2,0.15" in row(minilm, "dropouts")  # a value set without a reason of its own
     assert "--set fusion.FIELD=VALUE" in run("presets", "blend").stdout
 
 
@@ -103,6 +104,15 @@ def test_unknown_preset_name_is_one_line():
 
 
 # --- versions -------------------------------------------------------------------------------------
+
+def test_a_version_that_is_not_a_string_is_a_damaged_config():
+    from sharedcore.about import newer_version_note
+    from sharedcore.errors import UserError
+
+    assert newer_version_note(None, "MU model m") is None  # written before versions were recorded
+    with pytest.raises(UserError, match=r"MU model m: damaged config, 'smartprice_version' is 999, expected a version"):
+        newer_version_note(999, "MU model m")
+
 
 def test_versions_come_from_the_package_metadata():
     version = metadata.version("smartprice")
@@ -167,13 +177,13 @@ def test_blend_inner_overrides_are_typed_and_survive_json():
     preset = presets.resolve_preset("blend", {"fusion.loop.epochs": "2", "fusion.max_length": "96", "cpu.trees": "500"})
     assert preset.inner == (("fusion.loop.epochs", 2), ("fusion.max_length", 96), ("cpu.trees", 500))
     assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": 2, "max_length": 96}
-    assert presets.preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
+    assert preset_from_dict(json.loads(json.dumps(presets.preset_to_dict(preset)))) == preset
 
 
 def test_blend_config_written_with_fusion_sets_still_loads():
     old = {"kind": "blend", "cpu_preset": "cpu", "fusion_preset": "minilm", "fusion_sets": "epochs=2;max_length=96",
            "valid_fraction": 0.15, "seed": 0}
-    preset = presets.preset_from_dict(old)
+    preset = preset_from_dict(old)
     assert presets.inner_overrides(preset, "fusion") == {"loop.epochs": "2", "max_length": "96"}
 
 
@@ -183,11 +193,11 @@ def test_fusion_config_saved_with_flat_loop_fields_still_loads():
            "epochs": 4, "batch_size": 16, "grad_accum": 2, "lr": 5e-5, "warmup": 1.0, "weight_decay": 0.01,
            "mixed_precision": "auto", "num_workers": 0, "max_steps_per_epoch": 0, "time_budget_s": 0.0,
            "progress": False, "log_with": ""}
-    preset = presets.preset_from_dict(json.loads(json.dumps(old)))
+    preset = preset_from_dict(json.loads(json.dumps(old)))
     assert preset.loop == presets.LoopConfig(epochs=4, batch_size=16, grad_accum=2, lr=5e-5, warmup=0.25,
                                              progress=False)
     assert preset.encoder == "minilm" and preset.head == (256, 64)
-    blend = presets.preset_from_dict({"kind": "blend", "fusion_preset": "minilm",
+    blend = preset_from_dict({"kind": "blend", "fusion_preset": "minilm",
                                       "inner": [["fusion.epochs", 2], ["fusion.warmup", 1.0], ["cpu.trees", 50]]})
     assert presets.inner_overrides(blend, "fusion") == {"loop.epochs": 2, "loop.warmup": 0.5}
     assert presets.resolve_preset("minilm", presets.inner_overrides(blend, "fusion")).loop.warmup == 0.5
@@ -257,9 +267,9 @@ def test_mu_presets_read_the_table():
     assert full.returncode == 0, full.stderr
     for key in setting_names(mu_train.PRESETS["full"]):  # fields added to MUPreset show up unasked
         line = row(full.stdout, key)
-        comment = source_comment(type(mu_train.PRESETS["full"]), key) if "." not in key else ""
-        if comment and get_field(mu_train.PRESETS["full"], key) == get_field(mu_train.MUPreset(), key):
-            assert comment in line
+        reason = field_reason(type(mu_train.PRESETS["full"]), key) if "." not in key else ""
+        if reason and get_field(mu_train.PRESETS["full"], key) == get_field(mu_train.MUPreset(), key):
+            assert reason in line
     assert "set by this preset; default 6" in row(full.stdout, "n_layers")
     assert "set by this preset; default 500" in row(full.stdout, "loop.warmup_max_steps")
     unknown = run("presets", "huge", module="mu")
@@ -303,13 +313,25 @@ def test_library_info_lines_only_with_verbose(flags, level):
             logging.getLogger(name).setLevel(old)
 
 
-@pytest.mark.parametrize("cls", [presets.FusionPreset, presets.BlendPreset])
-def test_every_fusion_and_blend_field_has_a_reason(cls):
-    from trainloop.describe import field_reasons
+HISTORY_WORDS = ("as before", "previous", "last round", "the laptop", "unmeasured", "today")
+
+
+@pytest.mark.parametrize("cls", [presets.CpuPreset, presets.FusionPreset, presets.BlendPreset, presets.LoopConfig])
+def test_every_preset_field_has_a_reason_without_history(cls):
+    from sharedcore.settings import field_reasons
 
     reasons = field_reasons(cls)
     missing = [f.name for f in dataclasses.fields(cls) if not reasons.get(f.name, "").strip()]
     assert missing == []
+    notes = [why for n in presets.PRESET_NOTES.values() for why in (n.purpose, n.cost, *n.why.values())]
+    dated = [text for text in [*reasons.values(), *notes] if any(word in text.lower() for word in HISTORY_WORDS)]
+    assert dated == []
+
+
+def test_every_reason_a_preset_gives_is_for_a_field_it_has():
+    for name, notes in presets.PRESET_NOTES.items():
+        assert set(notes.why) <= set(setting_names(presets.PRESETS[name])), name
+    assert set(presets.PRESET_NOTES) == set(presets.PRESETS)
 
 
 def test_cv_draws_a_fold_bar_on_a_terminal(tmp_path, capsys, monkeypatch):

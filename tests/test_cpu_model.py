@@ -17,7 +17,7 @@ from conftest import make_catalog
 from smartprice import PricePredictor
 from smartprice.cpu import parallel, trees
 from smartprice.cpu.neighbours import NeighbourIndex, SearchSpec
-from smartprice.cpu.stack import BATCH_ROWS
+from smartprice.cpu.runtime import BATCH_ROWS
 from smartprice.cpu.trees import NativeTrees
 from smartprice.cpu.views import char_wb_ngrams, word_ngrams
 from smartprice.modelio import ModelDirError
@@ -99,41 +99,49 @@ def test_pruned_search_recall_and_exact_similarities():
                 assert s == pytest.approx(prepared[i].multiply(index.rows_[j]).sum(), rel=1e-5)
 
 
+def test_an_exact_twin_of_a_pruned_index_finds_the_exact_neighbours():
+    rows, query = _random_rows(500, 3), _random_rows(50, 4)
+    pruned = NeighbourIndex(SearchSpec(method="pruned", max_df=0.3, strong_terms=4)).fit(rows)
+    exact = NeighbourIndex(SearchSpec(method="exact", max_df=0.3)).fit(rows)
+    twin = pruned.exact()
+    assert pruned.method_ == "pruned" and twin.method_ == "exact"
+    found, sims = twin.search(query, 10)
+    expected, expected_sims = exact.search(query, 10)
+    np.testing.assert_array_equal(found, expected)
+    np.testing.assert_allclose(sims, expected_sims, rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def fitted() -> PricePredictor:
     return PricePredictor("cpu", trees=60).fit(make_catalog(300))
 
 
-def test_tree_arrays_equal_lightgbm(fitted):
-    model = fitted.model_
-    dense = model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
-    np.testing.assert_allclose(model.trees_.predict(dense), model.booster_.predict(dense), rtol=0, atol=1e-9)
-
-
 def test_lightgbms_c_library_scores_as_the_package_does(fitted, tmp_path):
-    """NativeTrees (ctypes, no `import lightgbm`) = Booster.predict = the tree arrays, also after save/load and pickling."""
+    """NativeTrees (ctypes, no `import lightgbm`) = Booster.predict, also after save/load and pickling."""
+    import lightgbm
+
     model = fitted.model_
-    dense = model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
-    assert isinstance(model.trees(), NativeTrees)
-    expected = model.booster_.predict(dense)
-    np.testing.assert_allclose(model.trees().predict(dense), expected, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(model.trees().predict(dense, threads=2), expected, rtol=0, atol=1e-12)
+    dense = model.model.dense(make_catalog(300, labelled=False).catalog_content.tolist())
+    assert isinstance(model.trees, NativeTrees)
+    expected = lightgbm.Booster(model_str=model.model.trees_text_).predict(dense)
+    np.testing.assert_allclose(model.trees.predict(dense), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(model.trees.predict(dense, threads=2), expected, rtol=0, atol=1e-12)
     fitted.save(tmp_path / "m")
     loaded = PricePredictor.load(tmp_path / "m").model_
-    assert isinstance(loaded.trees(), NativeTrees) and not hasattr(loaded, "booster_")
-    np.testing.assert_allclose(loaded.trees().predict(dense), expected, rtol=0, atol=1e-12)
+    assert isinstance(loaded.trees, NativeTrees)
+    np.testing.assert_allclose(loaded.trees.predict(dense), expected, rtol=0, atol=1e-12)
     copy = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(copy.predict(make_catalog(20)), fitted.predict(make_catalog(20)))
     with pytest.raises(ValueError, match="features"):
-        model.trees().predict(dense[:, :-1])
+        model.trees.predict(dense[:, :-1])
 
 
-def test_without_lightgbms_c_library_the_tree_arrays_score(fitted, tmp_path, monkeypatch):
+def test_without_lightgbms_c_library_the_package_scores(fitted, tmp_path, monkeypatch):
     fitted.save(tmp_path / "m")
     expected = fitted.predict(make_catalog(40))
     monkeypatch.setattr(trees, "native_library", lambda: None)
     loaded = PricePredictor.load(tmp_path / "m")
-    assert isinstance(loaded.model_.trees(), trees.TreeArrays)
+    assert isinstance(loaded.model_.trees, trees.BoosterTrees)
     np.testing.assert_allclose(loaded.predict(make_catalog(40)), expected, rtol=1e-9, atol=0)
 
 
@@ -144,7 +152,7 @@ def test_small_request_path_equals_batch_path(fitted, tmp_path):
     batch = model.predict(frame)  # worker processes, LightGBM
     one_by_one = np.concatenate([model.predict(frame.iloc[[i]]) for i in range(0, len(frame), 97)])
     np.testing.assert_allclose(one_by_one, batch[::97], rtol=1e-9, atol=0)
-    small = model.predict(frame.iloc[:50])  # no workers, tree arrays
+    small = model.predict(frame.iloc[:50])  # no workers, one piece here
     np.testing.assert_allclose(small, batch[:50], rtol=1e-9, atol=0)
 
 
@@ -156,8 +164,8 @@ def test_running_workers_share_mid_sized_inputs(fitted, tmp_path, monkeypatch):
     alone = model.predict(frame)
     shared_sizes: list[int] = []
     run = parallel.Pool.run
-    monkeypatch.setattr(parallel.Pool, "run", lambda self, m, texts, final: shared_sizes.append(len(texts))
-                        or run(self, m, texts, final))
+    monkeypatch.setattr(parallel.Pool, "run", lambda self, texts, final, local: shared_sizes.append(len(texts))
+                        or run(self, texts, final, local))
     model.expect_rows(parallel.MIN_ROWS)  # what `serve` does at start
     np.testing.assert_allclose(model.predict(frame), alone, rtol=1e-9, atol=0)
     model.predict(frame.iloc[:parallel.WARM_MIN_ROWS - 1])
@@ -220,7 +228,7 @@ def test_round_trip_every_view_order(tmp_path, views):
 def test_pruned_model_round_trip(tmp_path):
     frame = make_catalog(120)
     model = PricePredictor("cpu", trees=30, neighbour_search="pruned", neighbour_strong_terms=4).fit(frame)
-    assert {i.method_ for i in model.model_.level1_.indices_.values()} == {"pruned"}
+    assert {i.method_ for i in model.model_.model.level1_.indices_.values()} == {"pruned"}
     model.save(tmp_path / "m")
     np.testing.assert_array_equal(PricePredictor.load(tmp_path / "m").predict(frame), model.predict(frame))
 
@@ -229,8 +237,8 @@ def test_auto_search_switches_on_size():
     frame = make_catalog(60)
     small = PricePredictor("cpu", trees=10, exact_max_rows=100).fit(frame)
     large = PricePredictor("cpu", trees=10, exact_max_rows=50).fit(frame)
-    assert small.model_.level1_.indices_["name"].method_ == "exact"
-    assert large.model_.level1_.indices_["name"].method_ == "pruned"
+    assert small.model_.model.level1_.indices_["name"].method_ == "exact"
+    assert large.model_.model.level1_.indices_["name"].method_ == "pruned"
 
 
 def test_older_cpu_layout_asks_to_retrain(tmp_path, fitted):

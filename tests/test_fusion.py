@@ -199,3 +199,35 @@ def test_sampler_never_yields_a_single_row_batch():
         batches = list(sampler)
         assert len(batches) == len(sampler) == 2
         assert sorted(i for b in batches for i in b) == list(range(17)) and min(map(len, batches)) > 1
+
+
+def test_log_with_tensorboard_writes_loss_lr_and_validation_smape(tmp_path, encoders, monkeypatch):
+    """`--set loop.log_with=tensorboard` (the README's option): event files under ./runs/smartprice read back."""
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed: pip install -e '.[dev]'")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from smartprice.cli import main
+    from smartprice.presets import resolve_preset
+    from trainloop.config import warmup_steps
+    from trainloop.loop import _lr_lambda
+
+    monkeypatch.chdir(tmp_path)  # the tracker writes under the working directory, as for a user
+    sets = {"encoder": encoders["distilroberta"], "loop.epochs": 2, "loop.batch_size": 8, "loop.grad_accum": 2,
+            "max_length": 32, "loop.num_workers": 0, "loop.progress": False, "loop.log_with": "tensorboard"}
+    assert main(["train", str(EXAMPLES / "train.csv"), "--out", "m", "--preset", "blazing",
+                 *(f"--set={k}={v}" for k, v in sets.items())]) == 0
+    runs = [p.parent for p in (tmp_path / "runs" / "smartprice").rglob("events.out.tfevents.*")]
+    assert runs, f"no event files under {tmp_path / 'runs'}: {sorted(map(str, tmp_path.rglob('*')))}"
+    scalars: dict[str, list] = {}
+    for run_dir in set(runs):
+        events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(events.Scalars(tag))
+    loss, lr, valid = (sorted(scalars.get(tag, []), key=lambda e: e.step) for tag in ("train_loss", "lr", "valid_smape"))
+    total = len(loss)  # one point per optimizer step, both epochs
+    assert total >= 4 and [e.step for e in loss] == list(range(1, total + 1)) == [e.step for e in lr]
+    assert all(np.isfinite(e.value) and e.value > 0 for e in loss)
+    loop = resolve_preset("blazing", sets).loop  # each step's LR is the schedule's, from warmup to decay
+    factor = _lr_lambda(warmup_steps(loop, total), total, loop.schedule)
+    np.testing.assert_allclose([e.value for e in lr], [loop.lr * factor(e.step - 1) for e in lr], rtol=1e-5)
+    assert len(valid) == 2 and all(0 < e.value <= 200 for e in valid)  # validation SMAPE, once per epoch

@@ -10,8 +10,8 @@ mlflow = pytest.importorskip("mlflow", reason="the mlflow extra is not installed
 pytest.importorskip("mlflow.pyfunc")
 
 from conftest import make_catalog  # noqa: E402
+from sharedcore.about import __version__  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
-from trainloop.about import __version__  # noqa: E402
 
 
 @pytest.fixture

@@ -156,8 +156,8 @@ def test_training_flops_per_token_match_a_flop_counter(variant):
 
 
 def test_set_machinery_is_shared_and_torch_free():
-    code = ("import sys, trainloop, trainloop.overrides, smartprice.presets, mu.cli; "
-            "from smartprice.cli import parse_sets; assert parse_sets is trainloop.overrides.parse_sets; "
+    code = ("import sys, trainloop, sharedcore.overrides, smartprice.presets, mu.cli; "
+            "from smartprice.cli import parse_sets; assert parse_sets is sharedcore.overrides.parse_sets; "
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr

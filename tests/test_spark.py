@@ -8,19 +8,19 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_catalog
+from conftest import make_catalog, shared_file
 from smartprice import CatalogError, PricePredictor, read_catalog
 from smartprice import spark as spark_module
 from smartprice.modelio import ModelDirError
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 REAL_ROWS = 300  # a few hundred real listings: every code path, seconds of work
 
 
@@ -33,7 +33,9 @@ def _skip_reason() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support:FutureWarning")  # pandas 3
+# pandas >= 3: the warning PySpark gives the tests' own calls (session start, createDataFrame from pandas);
+# test_no_pandas_warning_* check that predict_prices itself gives none.
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support:FutureWarning")
 needs_spark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 
 
@@ -64,9 +66,7 @@ def model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_parquet(tmp_path_factory) -> Path:
     """The first few hundred rows of test_unlabeled.csv as Parquet (skipped without the shared data)."""
-    source = DATA / "test_unlabeled.csv"
-    if not source.exists():
-        pytest.skip(f"shared data not available: {source} is absent")
+    source = shared_file("test_unlabeled.csv")
     path = tmp_path_factory.mktemp("spark-real") / "test.parquet"
     pd.read_csv(source, dtype=str, keep_default_na=False, nrows=REAL_ROWS).to_parquet(path, index=False)
     return path
@@ -195,6 +195,48 @@ def test_shipped_model_and_example_script(spark, model_dir, tmp_path):
     args = example.parse_args([str(source), str(model_dir), str(tmp_path / "out.parquet"), "--ship", "--partitions", "3"])
     assert example.run(spark, args) == len(frame)  # the model went through SparkContext.addArchive + SparkFiles
     written = pd.read_parquet(tmp_path / "out.parquet").set_index("sample_id")["price"]
+    expected = PricePredictor.load(model_dir).predict(frame.fillna({"catalog_content": ""}))
+    np.testing.assert_allclose(written.loc[frame["sample_id"]].to_numpy(), expected, rtol=0, atol=1e-9)
+
+
+def _pandas_warnings(lines: list[str]) -> list[str]:
+    return [line for line in lines if "Warning" in line and "pandas" in line.lower()]
+
+
+@needs_spark
+def test_no_pandas_warning_on_the_driver_and_prices_unchanged(spark, model_dir, tmp_path):
+    """Every warning the driver raises while predict_prices builds and runs a job is recorded, none about pandas."""
+    frame = _inline(30)
+    source = tmp_path / "in.parquet"
+    frame.to_parquet(source, index=False)
+    catalog = spark.read.parquet(str(source)).repartition(3)  # no pandas conversion of our own before the call
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prices = _collect(spark_module.predict_prices(catalog, model_dir, batch_size=7))
+    assert not _pandas_warnings([f"{w.category.__name__}: {w.message}" for w in caught])
+    expected = PricePredictor.load(model_dir).predict(frame.fillna({"catalog_content": ""}))
+    np.testing.assert_allclose([prices[i] for i in frame["sample_id"]], expected, rtol=0, atol=1e-9)
+
+
+@needs_spark
+def test_no_pandas_warning_from_a_submitted_job(model_dir, tmp_path):
+    """examples/spark_predict.py under spark-submit, as users run it: the driver's and the Python workers' stderr
+    (Spark forwards the workers' to it) hold no pandas warning, and the prices are PricePredictor's."""
+    frame = _inline(40)
+    source, out = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    frame.to_parquet(source, index=False)
+    submit = Path(sys.executable).with_name("spark-submit")
+    if not submit.exists():
+        pytest.skip(f"no spark-submit beside {sys.executable} (pyspark installs one)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # a user's default warning filters
+    env.update(PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    result = subprocess.run([str(submit), "--master", "local[2]", "--conf", "spark.ui.enabled=false",
+                             "--conf", "spark.ui.showConsoleProgress=false", str(ROOT / "examples" / "spark_predict.py"),
+                             str(source), str(model_dir), str(out), "--partitions", "3", "--batch-size", "8"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not _pandas_warnings(result.stderr.splitlines() + result.stdout.splitlines()), result.stderr[-3000:]
+    written = pd.read_parquet(out).set_index("sample_id")["price"]
     expected = PricePredictor.load(model_dir).predict(frame.fillna({"catalog_content": ""}))
     np.testing.assert_allclose(written.loc[frame["sample_id"]].to_numpy(), expected, rtol=0, atol=1e-9)
 

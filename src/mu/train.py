@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from sharedcore.describe import PresetNotes
+from sharedcore.settings import setting
 from trainloop import LoopConfig, TrainResult, train
 from trainloop.about import __version__, newer_version_note
 from trainloop.errors import SettingError, UserError
@@ -33,25 +35,24 @@ FORMAT_VERSION = 1
 class MUPreset:
     """Model and training fields together, so `--set` reaches any of them."""
 
-    n_layers: int = 6               # depth: 6 for quick runs
-    max_seq_len: int = 128          # context and window length
-    vocab_size: int = 50_000        # BPE target; capped by what the corpus supports
-    dropout: float = 0.1
-    arch: str = "mu"                # "transformer": the baseline, same data, loop, optimizer and schedule
-    block_attention: str = "fused"  # "literal" only to compare; "off": ablation (cross-block attention only)
-    gate: str = "on"                # "off": ablation, the plain residual update x_new = z
-    width: int = 64                 # transformer only (MU is 64 wide); 0 = MU's total parameter count
-    n_heads: int = 8                # transformer only: 8 heads as MU's cross-block attention
-    loop: LoopConfig = LoopConfig(  # the training loop's settings: --set loop.FIELD=VALUE
-        batch_size=8,
-        grad_accum=4,               # effective batch 32 windows
-        epochs=3,
-        lr=3e-4,
-        warmup=0.1,                 # linear warmup over 10% of the run's optimizer steps
-        warmup_max_steps=500,       # at most 500 of them: a long run needs no longer warmup
+    n_layers: int = setting(6, "depth: 6 for quick runs")
+    max_seq_len: int = setting(128, "context and window length")
+    vocab_size: int = setting(50_000, "BPE target; capped by what the corpus supports")
+    dropout: float = setting(0.1, "dropout rate of the layers: the common value for a model this small")
+    arch: str = setting("mu", '"transformer": the baseline, same data, loop, optimizer and schedule')
+    block_attention: str = setting("fused", '"literal" only to compare; "off": ablation (cross-block attention only)')
+    gate: str = setting("on", '"off": ablation, the plain residual update x_new = z')
+    width: int = setting(64, "transformer only (MU is 64 wide); 0 = MU's total parameter count")
+    n_heads: int = setting(8, "transformer only: 8 heads as MU's cross-block attention")
+    loop: LoopConfig = setting(
+        LoopConfig(batch_size=8, grad_accum=4, epochs=3, lr=3e-4, warmup=0.1, warmup_max_steps=500),
+        "the training loop's settings: --set loop.FIELD=VALUE",
+        grad_accum="effective batch 32 windows",
+        warmup="linear warmup over 10% of the run's optimizer steps",
+        warmup_max_steps="at most 500 of them: a long run needs no longer warmup",
     )
-    seed: int = 0                   # seeds the weights, shuffling and dropout
-    sample_tokens: int = 30         # tokens sampled per prompt after each epoch; 0 = no samples
+    seed: int = setting(0, "seeds the weights, shuffling and dropout")
+    sample_tokens: int = setting(30, "tokens sampled per prompt after each epoch; 0 = no samples")
 
 
 PRESETS = {
@@ -59,10 +60,10 @@ PRESETS = {
     "full": MUPreset(n_layers=24, max_seq_len=256,
                      loop=LoopConfig(batch_size=4, grad_accum=4, epochs=5, lr=1e-4, warmup=0.1, warmup_max_steps=1000)),
 }
-# What `mu presets` prints beside each preset: (purpose, rough cost). Values stay in PRESETS.
-PRESET_SUMMARIES = {
-    "test": ("quick runs and tests", "CPU-sized; bench/mu.py prints its tokens/s and a budgeted run"),
-    "full": ("the full-size model", "GPU; not benchmarked in bench/"),
+# What `mu presets` prints of each preset besides its values: purpose and rough cost.
+PRESET_NOTES = {
+    "test": PresetNotes("quick runs and tests", "CPU-sized; bench/mu.py prints its tokens/s and a budgeted run"),
+    "full": PresetNotes("the full-size model", "GPU; not benchmarked in bench/"),
 }
 
 

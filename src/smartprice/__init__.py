@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trainloop.about import __version__
+from sharedcore.about import __version__
 
 if TYPE_CHECKING:
     from .catalog import read_catalog

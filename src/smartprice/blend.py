@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from .errors import CatalogError
-from .kinds import model_class
+from .kinds import model_class, preset_from_dict
 from .metrics import smape
-from .presets import BlendPreset, inner_overrides, preset_from_dict, preset_to_dict, resolve_preset
+from .presets import BlendPreset, inner_overrides, preset_to_dict, resolve_preset
 
 log = logging.getLogger(__name__)
 WEIGHTS = np.linspace(0.0, 1.0, 21)  # candidate weights of the fusion model, steps of 0.05
@@ -34,7 +34,9 @@ class Blend:
     def __init__(self, preset: BlendPreset) -> None:
         self.preset = preset
 
-    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> Blend:
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False,
+            progress: Any = None) -> Blend:
+        """Fit the fusion model, the blend weight on its held-out rows, then the CPU model on all rows (`progress` unused)."""
         texts = list(texts)
         fusion_sets = {**inner_overrides(self.preset, "fusion"), "valid_fraction": self.preset.valid_fraction}
         fusion_config = resolve_preset(self.preset.fusion_preset, fusion_sets)

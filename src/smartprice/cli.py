@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from trainloop.about import __version__
-from trainloop.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
+from sharedcore.about import __version__
+from sharedcore.overrides import parse_sets  # `--set` parsing, shared with mu (re-exported: smartprice.cli.parse_sets)
 
 from .catalog import DEFAULT_CHUNK_ROWS, read_catalog
 from .errors import MissingExtraError, SettingsError, UserError
@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from .cpu.model import fit_stages
     from .predictor import PricePredictor
 
     overrides = parse_sets(args.sets)
@@ -115,9 +116,10 @@ def _train(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     log.info("training preset %r on %d rows of %s", args.preset, len(frame), args.train)
     work_dir = args.out.with_name(args.out.name + ".work")  # epoch checkpoints of neural presets
-    stages = 3 + len(config.knn_views) + config.folds if config.kind == "cpu" else None  # the stages cpu/ logs
-    with _progress(args, f"{args.preset} fit", unit=" stages", total=stages) as progress, _stage_bar(progress):
-        model.fit(frame, work_dir=work_dir, resume=args.resume)
+    stages = fit_stages(config) if config.kind == "cpu" else None  # the stages the CPU model reports
+    with _progress(args, f"{args.preset} fit", unit=" stages", total=stages) as bar:
+        model.fit(frame, work_dir=work_dir, resume=args.resume,
+                  progress=(lambda stage, done, total: bar(1)) if bar is not None and stages else None)
     log.info("fitted in %.1f s", time.perf_counter() - started)
     if int(os.environ.get("RANK", "0")) != 0:  # accelerate launch: rank 0 alone writes the model
         return
@@ -142,26 +144,6 @@ def _progress(args: argparse.Namespace, what: str, unit: str = " rows",
     with logging_redirect_tqdm(), tqdm(desc=what, unit=unit, unit_scale=total is None, total=total, file=sys.stderr,
                                        smoothing=0.1) as bar:
         yield bar.update  # log lines meanwhile are printed above the bar, not through it
-
-
-@contextmanager
-def _stage_bar(progress: Callable[[int], object] | None) -> Iterator[None]:
-    """Advance the bar at each stage the CPU model logs ("cpu model: ..."); library code only logs."""
-    if progress is None:
-        yield
-        return
-
-    class Stage(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            if record.getMessage().startswith("cpu model: "):
-                progress(1)
-
-    handler = Stage(logging.INFO)
-    logging.getLogger("smartprice.cpu").addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger("smartprice.cpu").removeHandler(handler)
 
 
 @contextmanager
@@ -229,7 +211,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _presets(args: argparse.Namespace) -> None:
-    from trainloop.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
+    from sharedcore.describe import NEEDS_BASE, NEEDS_NN, render_preset, render_presets
 
     from . import presets
     from .kinds import needs_nn

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trainloop.about import NN_INSTALL
+from sharedcore.about import NN_INSTALL
 
 from .errors import MissingExtraError
 

@@ -1,14 +1,14 @@
 """Mistakes a user can fix, as one family of exceptions; anything else raised is a bug of ours.
 
-The CLI prints a `UserError` (trainloop.errors, shared with mu) as one line and exits 2, the HTTP API answers it with a 4xx JSON
+The CLI prints a `UserError` (sharedcore.errors, shared with mu) as one line and exits 2, the HTTP API answers it with a 4xx JSON
 message; every other exception is shown as a bug (a traceback, HTTP 500). Each subclass is also a
 ValueError (and MissingExtraError a RuntimeError, as before), so older `except` clauses still match.
 """
 
 from __future__ import annotations
 
-from trainloop.errors import SettingError as SettingsError  # a preset, --set or option that does not fit
-from trainloop.errors import UserError  # the base class, shared with mu
+from sharedcore.errors import SettingError as SettingsError  # a preset, --set or option that does not fit
+from sharedcore.errors import UserError  # the base class, shared with mu
 
 __all__ = ["CatalogError", "EncoderError", "MissingExtraError", "ModelDirError", "SettingsError", "UserError"]
 

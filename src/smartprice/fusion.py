@@ -165,12 +165,13 @@ class FusionRegressor:
         self.preset = preset
 
     # --- data -----------------------------------------------------------------------------------
-    def _tokenise(self, texts: Sequence[str]) -> list[list[int]]:
+    def tokenise(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of every listing, truncated to max_length; done once per fit/predict call."""
         encoded = self.tokenizer_(list(texts), truncation=True, max_length=self.preset.max_length)
         return encoded["input_ids"]
 
-    def _features(self, texts: Sequence[str], fit: bool = False) -> np.ndarray:
+    def features(self, texts: Sequence[str], fit: bool = False) -> np.ndarray:
+        """Scaled engineered features of every listing; `fit` fits their encoder (the training rows') first."""
         _, raw = parse_listings(texts)
         if fit:
             self.features_ = FeatureEncoder(self.preset.feature_set).fit(raw)
@@ -178,8 +179,10 @@ class FusionRegressor:
 
     # --- fit ------------------------------------------------------------------------------------
     def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: str | Path | None = None,
-            resume: bool = False) -> FusionRegressor:
-        """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None)."""
+            resume: bool = False, progress: Any = None) -> FusionRegressor:
+        """Fine-tune on texts and log1p(price); checkpoints go to `work_dir` (a temporary one if None).
+
+        `progress` is unused: the training loop shows its own bar of steps."""
         import tempfile
 
         from trainloop import train
@@ -188,8 +191,8 @@ class FusionRegressor:
         location, self.tokenizer_, self.encoder_config_ = open_encoder(p.encoder)
         torch.manual_seed(p.seed)
         encoder = load_weights(p.encoder, location, lambda where: load_encoder(where, p.attention))
-        features = self._features(texts, fit=True)
-        ids = self._tokenise(texts)
+        features = self.features(texts, fit=True)
+        ids = self.tokenise(texts)
         prices = np.expm1(y)
         order = np.random.default_rng(p.seed).permutation(len(ids))
         n_valid = int(round(len(ids) * p.valid_fraction)) if len(ids) >= 20 else 0
@@ -203,7 +206,7 @@ class FusionRegressor:
         def evaluate_fn(model: nn.Module) -> dict[str, float]:
             if not n_valid:
                 return {}
-            z = self._predict_ids(model, valid_ids, features[valid_rows])
+            z = self.predict_ids(model, valid_ids, features[valid_rows])
             score = smape(np.expm1(z), prices[valid_rows])
             return {"valid_smape": score, "score": score}
 
@@ -222,13 +225,13 @@ class FusionRegressor:
         self.samples_per_s_ = result.samples_per_s
         self.net_.eval()
         self.valid_rows_ = valid_rows  # held out for the best epoch; the blend weighs models on them
-        self.valid_pred_ = self._predict_ids(self.net_, valid_ids, features[valid_rows]) if n_valid else np.zeros(0)
+        self.valid_pred_ = self.predict_ids(self.net_, valid_ids, features[valid_rows]) if n_valid else np.zeros(0)
         self.calibration_ = (self.valid_pred_, y[valid_rows], None) if n_valid else None  # the price ranges' rows
         return self
 
     # --- predict --------------------------------------------------------------------------------
     @torch.no_grad()
-    def _predict_ids(self, model: nn.Module, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
+    def predict_ids(self, model: nn.Module, ids: list[list[int]], features: np.ndarray) -> np.ndarray:
         """log1p(price) predictions, batches of similar length (restored to input order)."""
         was_training = model.training
         model.eval()
@@ -247,7 +250,7 @@ class FusionRegressor:
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """Predicted log1p(price) for listing texts."""
-        return self._predict_ids(self.net_, self._tokenise(texts), self._features(texts))
+        return self.predict_ids(self.net_, self.tokenise(texts), self.features(texts))
 
     def calibration(self) -> tuple[np.ndarray, np.ndarray, None] | None:
         """Predicted and true log prices of the held-out validation rows (just after fit), or None."""

@@ -1,29 +1,30 @@
-"""Model kinds: what each is, the class that implements it, and what it offers. The contract every kind keeps.
+"""Model kinds: the one place that maps a kind to its preset class, its model class and what it needs.
 
-    cpu     CpuPreset     smartprice.cpu.stack.CpuStack     base install   explains itself
-    fusion  FusionPreset  smartprice.fusion.FusionRegressor nn extra       price and parsed fields only
-    blend   BlendPreset   smartprice.blend.Blend            nn extra       explained by its CPU part
+    cpu     CpuPreset     smartprice.cpu.runtime.CpuStack   base install (nn extra for the "emb" view)
+    fusion  FusionPreset  smartprice.fusion.FusionRegressor nn extra
+    blend   BlendPreset   smartprice.blend.Blend            nn extra
 
 Everything above this module (predictor, blend, cli, explain, report, serve, cv) asks the registry
-instead of probing attributes. Model classes are imported on first use, so the base install never
-imports torch; a kind that needs the nn extra says so, with the pip command, in one place (`model_class`).
+instead of probing attributes: `kind_of`, `needs_nn`, `model_class`, `preset_from_dict`. Model
+classes are imported on first use, so the base install never imports torch; whether a preset needs
+the nn extra is one rule (`needs_nn`), and the message with the pip command is written once (`model_class`).
 Adding a kind: a preset class in presets.py, a class that keeps `PriceModel`, one `Kind` line here.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from trainloop.about import NN_INSTALL
+from sharedcore.about import NN_INSTALL
 
 from .errors import MissingExtraError, ModelDirError
-from .presets import BlendPreset, CpuPreset, FusionPreset
+from .presets import BlendPreset, CpuPreset, FusionPreset, saved_preset
 
 
 @runtime_checkable
@@ -48,8 +49,10 @@ class PriceModel(Protocol):
 
     preset: Any
 
-    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> PriceModel:
-        """Fit on listing texts and log1p(price); neural kinds checkpoint into work_dir."""
+    def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False,
+            progress: Callable[[str, int, int], Any] | None = None) -> PriceModel:
+        """Fit on listing texts and log1p(price); neural kinds checkpoint into work_dir; `progress(stage, done, total)`
+        is called as stages finish by kinds that have stages (the CPU model)."""
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         """log1p(price) of every text, in order."""
@@ -98,29 +101,14 @@ class Kind:
     name: str
     preset_class: type
     model: str                      # "module:Class", imported by model_class() on first use
-    needs_nn: bool                  # torch + transformers (the nn extra)
+    needs_nn: bool                  # torch + transformers (the nn extra), whatever the preset's fields
     explains_prices: bool           # per-feature contributions of its own prices
-    neighbours: bool                # nearest training listings (its own, or its CPU part's)
-    summary: str                    # one line for `smartprice presets` and error messages
-
-    def model_class(self) -> type[PriceModel]:
-        """The model class, imported now; a missing nn extra is a one-line MissingExtraError."""
-        if self.needs_nn:
-            missing = _missing(NN_CHECK)
-            if missing:
-                raise MissingExtraError(f"{self.name} models need the nn extra ({', '.join(missing)} not installed): "
-                                        + NN_INSTALL)
-        module, _, name = self.model.partition(":")
-        return getattr(importlib.import_module(module), name)
 
 
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("cpu", CpuPreset, "smartprice.cpu.stack:CpuStack", needs_nn=False, explains_prices=True, neighbours=True,
-         summary="TF-IDF ridges and neighbour prices stacked under LightGBM (no torch)"),
-    Kind("fusion", FusionPreset, "smartprice.fusion:FusionRegressor", needs_nn=True, explains_prices=False,
-         neighbours=False, summary="a transformer encoder fused with engineered features"),
-    Kind("blend", BlendPreset, "smartprice.blend:Blend", needs_nn=True, explains_prices=False, neighbours=True,
-         summary="the CPU model and a fusion preset averaged in log space"),
+    Kind("cpu", CpuPreset, "smartprice.cpu.runtime:CpuStack", needs_nn=False, explains_prices=True),
+    Kind("fusion", FusionPreset, "smartprice.fusion:FusionRegressor", needs_nn=True, explains_prices=False),
+    Kind("blend", BlendPreset, "smartprice.blend:Blend", needs_nn=True, explains_prices=False),
 )}
 
 
@@ -133,15 +121,25 @@ def kind_of(preset: Any) -> Kind:
 
 
 def needs_nn(preset: Any) -> bool:
-    """Whether a preset needs the nn extra (its kind does, or a CPU preset embeds listings with MiniLM)."""
+    """Whether a preset needs the nn extra (torch): its kind does, or a CPU preset embeds listings ("emb" view)."""
     return kind_of(preset).needs_nn or "emb" in getattr(preset, "knn_views", ())
 
 
 def model_class(preset: Any) -> type[PriceModel]:
-    """The model class that fits `preset`."""
-    if needs_nn(preset) and not kind_of(preset).needs_nn:  # a CPU preset with the embedding view
+    """The model class that fits `preset`, imported now; a missing nn extra is a one-line MissingExtraError."""
+    kind = kind_of(preset)
+    if needs_nn(preset):
         missing = _missing(NN_CHECK)
         if missing:
-            raise MissingExtraError(f"the 'emb' neighbour view needs the nn extra ({', '.join(missing)} not installed): "
-                                    + NN_INSTALL)
-    return kind_of(preset).model_class()
+            what = f"{kind.name} models need" if kind.needs_nn else "the 'emb' neighbour view needs"
+            raise MissingExtraError(f"{what} the nn extra ({', '.join(missing)} not installed): " + NN_INSTALL)
+    module, _, name = kind.model.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def preset_from_dict(data: Mapping[str, Any]) -> Any:
+    """Rebuild a preset saved with a model: its kind picks the class; a wrong kind or field is a ModelDirError."""
+    name = data.get("kind")
+    if name not in KINDS:
+        raise ModelDirError(f"unknown model kind {name!r} (known: {', '.join(sorted(KINDS))})")
+    return saved_preset(KINDS[name].preset_class, data)

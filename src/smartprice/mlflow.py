@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from trainloop.about import __version__
+from sharedcore.about import __version__
 
 from .catalog import ID_COLUMN, TEXT_COLUMN
 from .errors import MissingExtraError

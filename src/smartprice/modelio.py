@@ -20,15 +20,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from trainloop.about import __version__, newer_version_note
+from sharedcore.about import __version__, newer_version_note
 
-from .errors import ModelDirError  # re-exported: smartprice.modelio.ModelDirError
+from .errors import ModelDirError, UserError  # ModelDirError re-exported: smartprice.modelio.ModelDirError
+from .kinds import preset_from_dict
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 2  # 2: the CPU model's layout 2 (cpu/stack.py); 1 still reads, old CPU models ask to be retrained
+FORMAT_VERSION = 2  # 2: CPU models carry a layout of their own (cpu/model.py); 1 still reads, old CPU models: retrain
 READABLE_VERSIONS = (1, 2)
 CONFIG_NAME = "config.json"
-
+# What config.json holds, each field's JSON type and how a message names it; missing or of another type = damaged.
+FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "format_version": (int, "a whole number"), "preset": (str, "a preset name"), "config": (dict, "an object"),
+    "price_range": (list, "a list of two prices"), "model_state": (dict, "an object"), "files": (dict, "an object")}
+OPTIONAL_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {  # absent in models written before they existed
+    "smartprice_version": (str, "a version string"), "fit_info": (dict, "an object")}
 
 
 @contextmanager
@@ -83,6 +89,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelDirError(f"{path}: damaged config ({exc})") from None
+    check_fields(config, path)
     newer = newer_version_note(config.get("smartprice_version"), f"model {directory}")  # None in older models
     version = config.get("format_version")
     if version not in READABLE_VERSIONS:
@@ -92,7 +99,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             f"{directory}: model format version {version!r}, this smartprice reads version {FORMAT_VERSION}; "
             "retrain the model with this version"
         )
-    for name, recorded in config.get("files", {}).items():
+    for name, recorded in config["files"].items():
         artefact = directory / name
         size, digest = (recorded, None) if isinstance(recorded, int) else (recorded["bytes"], recorded["sha256"])
         if not artefact.exists():
@@ -107,3 +114,43 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if newer:
         log.warning("%s", newer)
     return config
+
+
+def check_fields(config: Any, path: Path) -> None:
+    """Refuse a config.json whose fields are missing or of the wrong type, in one line naming the file and field.
+
+    The saved preset is rebuilt here too, so a damaged preset field (`config.trees`) is named the same way.
+    """
+    def damaged(field: str, problem: str) -> ModelDirError:
+        return ModelDirError(f"{path}: damaged config, field '{field}' {problem}; restore the directory or retrain the model")
+
+    if not isinstance(config, dict):
+        raise damaged("(top level)", f"is {_shown(config)}, expected an object")
+    for name, (kind, wanted) in {**FIELDS, **OPTIONAL_FIELDS}.items():
+        if name not in config:
+            if name in FIELDS:
+                raise damaged(name, "is missing")
+            continue
+        value = config[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise damaged(name, f"is {_shown(value)}, expected {wanted}")
+    range_ = config["price_range"]
+    if len(range_) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in range_):
+        raise damaged("price_range", f"is {_shown(range_)}, expected a list of two prices")
+    for name, recorded in config["files"].items():
+        if isinstance(recorded, bool) or not (isinstance(recorded, int) or (
+                isinstance(recorded, dict) and isinstance(recorded.get("bytes"), int)
+                and isinstance(recorded.get("sha256"), str))):
+            raise damaged(f"files.{name}", f"is {_shown(recorded)}, expected its size and checksum")
+    if "kind" not in config["config"]:
+        raise damaged("config.kind", "is missing")
+    try:
+        preset_from_dict(config["config"])
+    except UserError as exc:  # an unknown kind, a field of the wrong type, a value the preset refuses
+        raise ModelDirError(f"{path}: damaged config, {exc}; restore the directory or retrain the model") from None
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line message, cut short when long."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sharedcore.about import __version__
+
 from .catalog import ID_COLUMN, PRICE_COLUMN, TEXT_COLUMN
 from .errors import CatalogError
-from .kinds import model_class
-from .metrics import smape_report
-from .modelio import FORMAT_VERSION, atomic_directory, read_config, write_config
-from .presets import DEFAULT_PRESET, preset_from_dict, preset_to_dict, resolve_preset
+from .kinds import model_class, preset_from_dict
+from .metrics import smape, smape_report
+from .modelio import CONFIG_NAME, FORMAT_VERSION, atomic_directory, read_config, write_config
+from .presets import DEFAULT_PRESET, preset_to_dict, resolve_preset
 from .ranges import RANGES_FILE, RETRAIN_FOR_RANGES, NoRangesError, PriceRanges, check_coverages
 
 log = logging.getLogger(__name__)
@@ -41,10 +45,11 @@ class PricePredictor:
         self.overrides = overrides
 
     def fit(self, frame: pd.DataFrame, valid: pd.DataFrame | None = None, *, work_dir: str | Path | None = None,
-            resume: bool = False) -> PricePredictor:
+            resume: bool = False, progress: Callable[[str, int, int], Any] | None = None) -> PricePredictor:
         """Fit on rows with a positive `price`; `valid` (optional) is scored and logged only.
 
         Neural presets write epoch checkpoints to `work_dir` and, with `resume`, continue from them.
+        `progress(stage, done, total)` is called as the CPU model's stages finish (a progress bar's hook).
         """
         config = resolve_preset(self.preset, self.overrides)
         if PRICE_COLUMN not in frame.columns:
@@ -59,10 +64,16 @@ class PricePredictor:
         self.config_ = config
         self.price_range_ = (float(price.min()) / 2, float(price.max()) * 2)  # predictions are clipped here
         started = time.perf_counter()
-        self.model_ = model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume)
+        self.model_ = model_class(config)(config).fit(_texts(frame), y, work_dir=work_dir, resume=resume,
+                                                                   progress=progress)
         calibration = self.model_.calibration()
         self.ranges_ = PriceRanges.calibrate(*calibration) if calibration is not None else None
-        self.fit_info_ = {"training_rows": int(len(frame)), "fit_seconds": round(time.perf_counter() - started, 2)}
+        validation = self.model_.validation()
+        if validation is None and calibration is not None:  # the rows the ranges calibrate on were held out
+            validation = {"held_out_smape": round(smape(np.expm1(calibration[0]), np.expm1(calibration[1])), 3),
+                          "rows": int(len(calibration[0]))}
+        self.fit_info_ = {"training_rows": int(len(frame)), "fit_seconds": round(time.perf_counter() - started, 2),
+                          "fit_date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "validation": validation}
         if valid is not None:
             log.info("validation: %s", self.score(valid)["smape"])
         return self
@@ -136,12 +147,14 @@ class PricePredictor:
         return entries
 
     def describe(self) -> dict[str, Any]:
-        """Preset, model kind, training rows, fit seconds and format version (None where not recorded)."""
+        """Preset, kind, training rows, fit seconds and date, held-out figures, versions, ranges (None where not recorded)."""
         self._check_fitted()
         info = getattr(self, "fit_info_", {})
         return {"preset": self.preset, "kind": self.config_.kind, "training_rows": info.get("training_rows"),
-                "fit_seconds": info.get("fit_seconds"), "format_version": getattr(self, "format_version_", FORMAT_VERSION),
-                "ranges": self.has_ranges}
+                "fit_seconds": info.get("fit_seconds"), "fit_date": info.get("fit_date"),
+                "validation": info.get("validation") or self.model_.validation(),
+                "format_version": getattr(self, "format_version_", FORMAT_VERSION),
+                "smartprice_version": getattr(self, "smartprice_version_", __version__), "ranges": self.has_ranges}
 
     def score(self, frame: pd.DataFrame) -> dict:
         """SMAPE (percent) overall and per price band on labelled rows."""
@@ -176,6 +189,11 @@ class PricePredictor:
         predictor.price_range_ = tuple(saved["price_range"])
         predictor.fit_info_ = saved.get("fit_info", {})  # absent in models saved before it was recorded
         predictor.format_version_ = saved["format_version"]
+        predictor.smartprice_version_ = saved.get("smartprice_version")
+        if not predictor.fit_info_.get("fit_date"):  # saved before it was recorded: config.json is written right after fit
+            mtime = (directory / CONFIG_NAME).stat().st_mtime
+            predictor.fit_info_ = {**predictor.fit_info_,
+                                   "fit_date": datetime.fromtimestamp(mtime, tz=timezone.utc).isoformat(timespec="seconds")}
         predictor.model_ = model_class(config).load(config, directory, saved["model_state"])
         predictor.ranges_ = PriceRanges.load(directory, saved["ranges"]) if saved.get("ranges") else None
         return predictor

@@ -1,7 +1,9 @@
-"""Every preset, as one table of frozen dataclasses: values only, each explained on its line.
+"""Every preset, as one table of frozen dataclasses: values only, each field with its reason beside it.
 
-Override a field with `resolve_preset(name, {"key": value})` (the CLI's `--set key=value`);
-unknown keys are an error, and string values are converted to the field's type.
+A field is `setting(default, "why")`: a dataclass field whose metadata holds the reason, which
+`smartprice presets NAME` prints. `PRESET_NOTES` says what each named preset is for, what it costs
+and why it sets the values it sets. Override a field with `resolve_preset(name, {"key": value})`
+(the CLI's `--set key=value`); unknown keys are an error, and string values are converted to the field's type.
 """
 
 from __future__ import annotations
@@ -11,55 +13,65 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# The loop's settings and `--set` overrides live in trainloop (torch-free), shared with mu.
-from trainloop.config import LoopConfig
-from trainloop.overrides import apply_overrides, get_field
+from sharedcore.describe import PresetNotes
+from sharedcore.overrides import apply_overrides, get_field
+from sharedcore.settings import setting
+from trainloop.config import LoopConfig  # torch-free: the loop's settings, held by every neural preset
 
 from .errors import ModelDirError, SettingsError
+
+PUBLISHED = "the published fusion table's value"  # the four seed presets' own table (encoder ... warmup)
 
 
 @dataclass(frozen=True)
 class CpuPreset:
     """The default CPU model: TF-IDF ridge models + neighbour statistics + LightGBM on top."""
 
-    kind: str = "cpu"                 # which model family fits this preset
-    seed: int = 0                     # seeds folds, LightGBM and every random choice
-    folds: int = 5                    # out-of-fold stacking folds: 5 keeps 80% of rows per model
-    hash_bits: int = 20               # 2**20 hashed n-gram columns: few collisions at ~10^5 distinct terms
-    word_ngrams: int = 2              # word 1..2-grams over the whole listing
-    char_min: int = 2                 # char_wb n-grams over the item name, shortest ...
-    char_max: int = 5                 # ... and longest: brand/size fragments, robust to spelling
-    ridge_alpha: float = 1.5          # L2 of the text ridge models, chosen by 5-fold CV on train.csv
-    neighbours: int = 20              # cosine neighbours for price statistics
-    knn_views: tuple = ("name", "word")  # neighbour price statistics on: name / word (listing) / char (name) / emb
-                                         # (smartprice cv on train.csv: + word -0.18 SMAPE; + char on top +0.1, dropped)
-    neighbour_search: str = "auto"    # "exact" sparse top-k, "pruned" (strong terms find candidates, re-scored exactly),
-                                      # or "auto": exact up to exact_max_rows training rows, pruned beyond
-    exact_max_rows: int = 20_000      # beyond, exact search per listing costs more than the rest of the model (bench/cpu.py)
-    neighbour_max_df: float = 0.02    # neighbour search ignores terms in > 2% of rows: 3x quicker, CV no worse (bench/cpu.py)
-    neighbour_strong_terms: int = 48  # pruned: heaviest terms per listing that find candidates (76k rows: 3x quicker
-                                      # than exact on the word view, 98% of the exact mean similarity)
-    neighbour_candidates: int = 2     # pruned: neighbours x 2 candidates re-scored with the exact cosine per listing
-    unit_ridge: bool = True           # a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE (smartprice cv)
-    embed_encoder: str = "minilm"     # frozen sentence encoder of the "emb" view (offline all-MiniLM-L6-v2)
-    embed_max_length: int = 128       # tokens embedded per listing: name and first bullets
-    embed_ridge_alpha: float = 1.0    # L2 of the ridge on embeddings (384 dense columns)
-    brand_smoothing: float = 5.0      # pseudo-count pulling a rare brand's mean price to the global mean
-    trees: int = 900                  # LightGBM rounds at learning_rate below (CV plateau ~800-1000)
-    learning_rate: float = 0.03       # small steps, many trees: steadier than 0.1 on 7k rows
-    num_leaves: int = 15              # 5-fold CV on train.csv: 15 leaves 53.6 vs 31 leaves 53.8 SMAPE
-    min_child_samples: int = 20       # rows per leaf
-    feature_fraction: float = 0.8     # column subsampling per tree
-    bagging_fraction: float = 0.8     # row subsampling per tree (every iteration)
-    objective: str = "huber"          # on log1p(price): robust like SMAPE, smooth near zero
-    huber_delta: float = 0.5          # residual (log) where huber turns linear; 0.5 beat 1.0 in train.csv CV
-    threads: int = 2                  # worker threads for LightGBM (the laptop has 2 cores)
-    range_method: str = "adaptive"    # price ranges: "adaptive" (width from a difficulty model), "constant" width, or
-                                      # "none"; adaptive is narrower at the same coverage (bench/ranges.py)
-    range_trees: int = 150            # trees of each out-of-fold level 2 the ranges calibrate on (same trees x rate as
-                                      # `trees`): ranges cost a fraction of a fit (bench/ranges.py)
-    difficulty_trees: int = 50        # trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave the
-                                      # same coverage and width on train.csv folds (bench/ranges.py)
+    kind: str = setting("cpu", "which model family fits this preset (kinds.py)")
+    seed: int = setting(0, "seeds folds, LightGBM and every random choice: the same data gives the same model")
+    folds: int = setting(5, "out-of-fold stacking folds: 5 keeps 80% of rows per level-1 model")
+    hash_bits: int = setting(20, "2**20 hashed n-gram columns, far more than a catalog's distinct terms: few collide")
+    word_ngrams: int = setting(2, "word 1..2-grams over the whole listing: pairs keep 'pack of' and brand + product")
+    char_min: int = setting(2, "char_wb n-grams over the item name, shortest: brand and size fragments, robust to "
+                               "spelling")
+    char_max: int = setting(5, "char_wb n-grams over the item name, longest")
+    ridge_alpha: float = setting(1.5, "L2 of the text ridge models, chosen by 5-fold CV on train.csv (smartprice cv)")
+    neighbours: int = setting(20, "cosine neighbours whose prices give the neighbour statistics")
+    knn_views: tuple = setting(("name", "word"), "neighbour price statistics on: name / word (listing) / char (name) / "
+                               "emb; smartprice cv on train.csv: + word -0.18 SMAPE, + char on top +0.1 (left out)")
+    neighbour_search: str = setting("auto", '"exact" sparse top-k; "pruned": strong terms find candidates, re-scored '
+                                    'exactly; "auto": exact up to exact_max_rows training rows, pruned beyond')
+    exact_max_rows: int = setting(20_000, "beyond, exact search per listing costs more than the rest of the model "
+                                  "(bench/cpu.py, its profile)")
+    neighbour_max_df: float = setting(0.02, "neighbour search ignores terms in > 2% of rows: 3x quicker, CV no worse "
+                                      "(bench/cpu.py)")
+    neighbour_strong_terms: int = setting(48, "pruned: heaviest terms per listing that find candidates; on the 76k-row "
+                                          "catalog 3x quicker than exact on the word view, 98% of its mean "
+                                          "similarity (bench/cpu.py)")
+    neighbour_candidates: int = setting(2, "pruned: neighbours x 2 candidates re-scored with the exact cosine per listing")
+    unit_ridge: bool = setting(True, "a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE "
+                               "(smartprice cv on train.csv)")
+    embed_encoder: str = setting("minilm", 'frozen sentence encoder of the "emb" view (all-MiniLM-L6-v2, shipped '
+                                 "offline)")
+    embed_max_length: int = setting(128, "tokens embedded per listing: the name and first bullets")
+    embed_ridge_alpha: float = setting(1.0, "L2 of the ridge on embeddings (384 dense columns)")
+    brand_smoothing: float = setting(5.0, "pseudo-count pulling a rare brand's mean price to the global mean")
+    trees: int = setting(900, "LightGBM rounds at learning_rate below; CV plateaus at ~800-1000 (smartprice cv)")
+    learning_rate: float = setting(0.03, "small steps, many trees: steadier than 0.1 (smartprice cv on train.csv)")
+    num_leaves: int = setting(15, "5-fold CV on train.csv: 15 leaves 53.6 vs 31 leaves 53.8 SMAPE (smartprice cv)")
+    min_child_samples: int = setting(20, "rows per leaf: LightGBM's own default")
+    feature_fraction: float = setting(0.8, "column subsampling per tree: less alike trees")
+    bagging_fraction: float = setting(0.8, "row subsampling per tree (every iteration): less alike trees")
+    objective: str = setting("huber", "on log1p(price): robust like SMAPE, smooth near zero")
+    huber_delta: float = setting(0.5, "residual (log) where huber turns linear; 0.5 beat 1.0 in 5-fold CV on train.csv "
+                                 "(smartprice cv)")
+    threads: int = setting(2, "LightGBM threads: a small machine's cores; more threads than cores only wait")
+    range_method: str = setting("adaptive", 'price ranges: "adaptive" (width from a difficulty model), "constant" width, '
+                                '"none"; adaptive is narrower at the same coverage (bench/ranges.py)')
+    range_trees: int = setting(150, "trees of each out-of-fold level 2 the ranges calibrate on (same trees x rate as "
+                               "`trees`): ranges cost a fraction of a fit (bench/ranges.py)")
+    difficulty_trees: int = setting(50, "trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave "
+                                    "the same coverage and width on train.csv folds")
 
 
 @dataclass(frozen=True)
@@ -69,95 +81,111 @@ class FusionPreset:
     Model fields follow the four fusion presets' published table (the PRESETS entries below); loop fields go to trainloop.
     """
 
-    kind: str = "fusion"                  # which model family fits this preset
-    encoder: str = "distilroberta-base"   # hub name or local directory (AutoModel/AutoTokenizer)
-    pooling: str = "auto"                 # "cls", "mean", or "auto": mean for sentence-transformers, else cls
-    max_length: int = 256                 # tokens per listing; covers ~p90 of catalog text
-    feature_set: int = 20                 # 15 / 20 / 22 / 25, see features.py
-    head: tuple = (384, 192)              # hidden widths of the MLP head, input = hidden + features
-    norm: str = "layer"                   # "layer" or "batch" normalisation in the head
-    activation: str = "gelu"              # "gelu" or "relu"
-    dropouts: tuple = (0.2, 0.15)         # one per hidden layer
-    loss: str = "smape"                   # smape | focal_smape | l1 | huber (the last two on log1p(price))
-    focal_gamma: float = 2.0              # focal SMAPE exponent: 2 down-weights rows already priced well
-    huber_delta: float = 1.0              # huber threshold on log1p(price)
-    loop: LoopConfig = LoopConfig(        # the training loop's settings: --set loop.FIELD=VALUE
-        epochs=10,                        # passes over the training rows; the best epoch by validation SMAPE is kept
-        batch_size=16,                    # listings per micro-batch (published value); x grad_accum = effective batch
-        grad_accum=8,                     # effective batch 128
-        lr=3e-4,                          # peak AdamW learning rate after warmup (published value), cosine decay after
-        warmup=0.1,                       # the published 1 warmup epoch of 10, as a share of the run's optimizer steps
-        num_workers=2,                    # DataLoader workers (persistent, prefetching)
+    kind: str = setting("fusion", "which model family fits this preset (kinds.py)")
+    encoder: str = setting("distilroberta-base", "hub name or local directory (AutoModel/AutoTokenizer); " + PUBLISHED)
+    pooling: str = setting("auto", '"cls", "mean", or "auto": mean for sentence-transformers (trained mean-pooled), '
+                           "else cls")
+    max_length: int = setting(256, "tokens per listing, the rest cut; " + PUBLISHED)
+    feature_set: int = setting(20, "15 / 20 / 22 / 25 engineered features, see features.py; " + PUBLISHED)
+    head: tuple = setting((384, 192), "hidden widths of the MLP head, input = hidden + features; " + PUBLISHED)
+    norm: str = setting("layer", '"layer" or "batch" normalisation in the head; ' + PUBLISHED)
+    activation: str = setting("gelu", '"gelu" or "relu"; ' + PUBLISHED)
+    dropouts: tuple = setting((0.2, 0.15), "one per hidden layer; " + PUBLISHED)
+    loss: str = setting("smape", "smape | focal_smape | l1 | huber (the last two on log1p(price)); SMAPE is the metric")
+    focal_gamma: float = setting(2.0, "focal SMAPE exponent: 2 down-weights rows already priced well")
+    huber_delta: float = setting(1.0, "huber threshold on log1p(price): a log residual of 1 is a factor of e")
+    loop: LoopConfig = setting(
+        LoopConfig(epochs=10, batch_size=16, grad_accum=8, lr=3e-4, warmup=0.1, num_workers=2),
+        "the training loop's settings: --set loop.FIELD=VALUE",
+        epochs="passes over the training rows; the best epoch by validation SMAPE is kept; " + PUBLISHED,
+        batch_size="listings per micro-batch, x grad_accum = effective batch; " + PUBLISHED,
+        grad_accum="effective batch 16 x 8 = 128; " + PUBLISHED,
+        lr="peak AdamW learning rate after warmup, cosine decay after; " + PUBLISHED,
+        warmup="the published 1 warmup epoch of 10, as a share of the run's optimizer steps",
+        num_workers="DataLoader workers (persistent, prefetching): tokenising overlaps the training step",
     )
-    eval_batch_size: int = 64             # no gradients kept: 4x the training micro-batch fits
-    valid_fraction: float = 0.1           # held out of the training rows to keep the best epoch
-    # GPU options, each measured on/off by bench/gpu.py; no GPU has run it here yet, so today's defaults stay.
-    gradient_checkpointing: bool = True   # trade recompute for memory on the encoder (CUDA only); default unmeasured
-    length_grouping: bool = True          # batches of similar length: less padding; on, as before (unmeasured on GPU)
-    attention: str = "sdpa"               # "sdpa" or "eager" kernels; sdpa is transformers' own default (unmeasured);
-                                          # DeBERTa-v2/v3 has eager only and falls back with a log line
-    compile: bool = False                 # torch.compile the network before training: off as before (unmeasured);
-                                          # compiling costs minutes, worth it only if the bench shows a gain
-    seed: int = 0                         # seeds weights of the head, the validation split, shuffling and dropout
+    eval_batch_size: int = setting(64, "no gradients kept: 4x the training micro-batch fits")
+    valid_fraction: float = setting(0.1, "held out of the training rows to keep the best epoch")
+    gradient_checkpointing: bool = setting(True, "recompute the encoder's activations instead of keeping them (CUDA "
+                                           "only): the large encoders' batches fit; bench/gpu.py times it on and off")
+    length_grouping: bool = setting(True, "batches of similar length: less padding; bench/gpu.py and bench/finetune.py "
+                                    "time it on and off")
+    attention: str = setting("sdpa", '"sdpa" or "eager" kernels; sdpa is transformers\' own default (bench/gpu.py '
+                             "compares them); DeBERTa-v2/v3 has eager only and falls back with a log line")
+    compile: bool = setting(False, "torch.compile the network before training: compiling costs minutes, worth it "
+                            "where bench/gpu.py shows a gain")
+    seed: int = setting(0, "seeds weights of the head, the validation split, shuffling and dropout")
 
 
 @dataclass(frozen=True)
 class BlendPreset:
     """The CPU model and a fusion preset, blended in log space with a weight fitted on held-out rows."""
 
-    kind: str = "blend"                   # which model family fits this preset
-    cpu_preset: str = "cpu"               # the CPU stack
-    fusion_preset: str = "minilm"         # the transformer
-    inner: tuple = ()                     # the two presets' overrides, (("fusion.loop.epochs", 2), ...):
-                                          # --set fusion.loop.epochs=2
-    valid_fraction: float = 0.15          # rows of train held out to fit the weight (both models refit on all)
-    seed: int = 0                         # seeds the held-out split of the weight
+    kind: str = setting("blend", "which model family fits this preset (kinds.py)")
+    cpu_preset: str = setting("cpu", "the CPU stack")
+    fusion_preset: str = setting("minilm", "the transformer: the fusion preset sized for a CPU")
+    inner: tuple = setting((), 'the two presets\' overrides, (("fusion.loop.epochs", 2), ...): '
+                           "--set fusion.loop.epochs=2")
+    valid_fraction: float = setting(0.15, "rows of train held out to fit the weight (both models refit on all)")
+    seed: int = setting(0, "seeds the held-out split of the weight")
 
 
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
-    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),  # ~2x quicker fit
-    # The CPU stack plus frozen all-MiniLM-L6-v2 embeddings of each listing (a ridge and neighbours on them):
-    # needs the nn extra; embedding ~7k listings takes minutes on 2 cores (bench/pricing.py --cv).
+    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),
     "accurate": CpuPreset(knn_views=("name", "word", "emb")),
-    # The four published fusion presets (encoder, length, features, head, batch, epochs, lr), head input = 768 + features.
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
                           dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), loss="smape",
-                          loop=LoopConfig(epochs=20, batch_size=8, grad_accum=4, lr=1e-4, num_workers=2,
-                                          warmup=0.1)),  # the published 2 warmup epochs of 20
+                          loop=LoopConfig(epochs=20, batch_size=8, grad_accum=4, lr=1e-4, num_workers=2, warmup=0.1)),
     "fast": FusionPreset(encoder="roberta-base", max_length=256, feature_set=15, head=(512, 256, 128),
                          norm="layer", activation="relu", dropouts=(0.1, 0.1, 0.1), loss="smape",
-                         loop=LoopConfig(epochs=15, batch_size=16, grad_accum=4, lr=2e-4, num_workers=2,
-                                         warmup=1 / 15)),  # the published 1 warmup epoch of 15
+                         loop=LoopConfig(epochs=15, batch_size=16, grad_accum=4, lr=2e-4, num_workers=2, warmup=1 / 15)),
     "blazing": FusionPreset(),
     "optimized": FusionPreset(encoder="microsoft/deberta-v3-small", max_length=256, feature_set=22,
                               head=(384, 192, 96), dropouts=(0.3, 0.2, 0.1), loss="focal_smape", focal_gamma=2.0,
                               loop=LoopConfig(epochs=25, batch_size=16, grad_accum=8, lr=3e-5, num_workers=2,
-                                              warmup=0.08)),  # the published 2 warmup epochs of 25
-    # Offline, pretrained: all-MiniLM-L6-v2 (hidden 384, 6 layers), mean pooled; sized for a CPU.
+                                              warmup=0.08)),
     "minilm": FusionPreset(encoder="minilm", max_length=128, feature_set=25, head=(256, 64), dropouts=(0.1, 0.1),
-                           loss="l1",  # bench/losses.py
-                           loop=LoopConfig(epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.1),  # 0.3 of 3 epochs
+                           loss="l1", loop=LoopConfig(epochs=3, batch_size=32, grad_accum=1, lr=1e-4, warmup=0.1),
                            gradient_checkpointing=False),
     "blend": BlendPreset(),
 }
 DEFAULT_PRESET = "cpu"
-# What `smartprice presets` prints beside each preset: (purpose, rough cost). Values stay in PRESETS.
-PRESET_SUMMARIES: dict[str, tuple[str, str]] = {
-    "cpu": ("the default: TF-IDF ridge models + neighbour prices, stacked under LightGBM",
-            "seconds to fit train.csv on 2 cores (bench/pricing.py)"),
-    "cpu-fast": ("the CPU stack with fewer folds and trees", "less than cpu"),
-    "accurate": ("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
-                 "minutes: embedding every listing on the CPU (bench/pricing.py)"),
-    "ultra": ("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
-    "fast": ("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy"),
-    "blazing": ("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),
-    "optimized": ("seed fusion model on DeBERTa-v3-small with focal SMAPE", "GPU; a small encoder, many epochs"),
-    "minilm": ("fine-tunes all-MiniLM-L6-v2, shipped offline; the transformer sized for a CPU",
-               "CPU-sized but far slower than cpu (bench/finetune.py)"),
-    "blend": ("a CPU and a fusion preset averaged in log space, the weight fitted on held-out rows",
-              "the fusion fit plus two CPU fits (bench/finetune.py)"),
+_SEED_FIELDS = ("encoder", "max_length", "feature_set", "head", "norm", "activation", "dropouts", "loss",
+                "loop.epochs", "loop.batch_size", "loop.grad_accum", "loop.lr")  # what the published table sets
+# What `smartprice presets` prints of each preset besides its values: purpose, rough cost, why it sets what it sets.
+PRESET_NOTES: dict[str, PresetNotes] = {
+    "cpu": PresetNotes("the default: TF-IDF ridge models + neighbour prices, stacked under LightGBM",
+                       "seconds to fit train.csv (bench/pricing.py)"),
+    "cpu-fast": PresetNotes("the CPU stack with fewer folds and trees", "less than cpu (bench/pricing.py --presets cpu-fast)",
+                            {"folds": "3 folds: fewer level-1 fits", "trees": "fewer trees, each a larger step",
+                             "learning_rate": "larger steps for fewer trees",
+                             "neighbours": "fewer neighbours to search and summarise"}),
+    "accurate": PresetNotes("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
+                            "minutes: embedding every listing on the CPU (bench/pricing.py --presets accurate --cv)",
+                            {"knn_views": "adds the emb view: neighbours and a ridge on frozen all-MiniLM-L6-v2 "
+                                          "embeddings of each listing; needs the nn extra"}),
+    "ultra": PresetNotes("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest",
+                         {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "loop.warmup": "the published 2 warmup epochs of 20"}),
+    "fast": PresetNotes("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy",
+                        {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "loop.warmup": "the published 1 warmup epoch of 15"}),
+    "blazing": PresetNotes("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),
+    "optimized": PresetNotes("seed fusion model on DeBERTa-v3-small with focal SMAPE", "GPU; a small encoder, many epochs",
+                             {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "focal_gamma": PUBLISHED,
+                              "loop.warmup": "the published 2 warmup epochs of 25"}),
+    "minilm": PresetNotes("fine-tunes all-MiniLM-L6-v2, shipped offline; the transformer sized for a CPU",
+                          "CPU-sized but far slower than cpu (bench/finetune.py)",
+                          {"encoder": "all-MiniLM-L6-v2 (hidden 384, 6 layers), shipped offline: no model hub",
+                           "max_length": "128 tokens: the name and first bullets, a CPU-sized sequence",
+                           "feature_set": "all 25 engineered features: the small encoder leans on them",
+                           "head": "a small head for a 384-wide encoder", "loss": "the best loss in bench/losses.py",
+                           "loop.epochs": "a few epochs: each is minutes on a CPU",
+                           "loop.warmup": "0.3 of 3 epochs",
+                           "gradient_checkpointing": "off: a small encoder fits in memory, recomputing only slows a "
+                                                     "CPU"}),
+    "blend": PresetNotes("a CPU and a fusion preset averaged in log space, the weight fitted on held-out rows",
+                         "the fusion fit plus two CPU fits (bench/finetune.py)"),
 }
 
 
@@ -211,27 +239,50 @@ def preset_to_dict(preset: Any) -> dict[str, Any]:
     return dataclasses.asdict(preset)
 
 
-def preset_from_dict(data: Mapping[str, Any]) -> Any:
-    """Rebuild a preset saved with a model (its class is chosen by `kind`); older layouts are migrated."""
-    kinds = {p.kind: type(p) for p in PRESETS.values()}
-    cls = kinds.get(data.get("kind", ""))
-    if cls is None:
-        raise ModelDirError(f"unknown model kind {data.get('kind')!r} (known: {', '.join(sorted(kinds))})")
+def saved_preset(cls: type, data: Mapping[str, Any]) -> Any:
+    """A preset of class `cls` from the dict a model saved (`kinds.preset_from_dict` picks the class).
+
+    Older layouts are migrated; a field absent from `data` keeps its default (saved before it
+    existed); a value of the wrong JSON type is a ModelDirError naming the field (`loop.epochs`).
+    """
     if data.get("fusion_sets"):  # written before `inner` existed: "epochs=2;max_length=96"
         pairs = (pair.split("=", 1) for pair in data["fusion_sets"].split(";") if "=" in pair)
         data = {**data, "inner": [[f"fusion.{k.strip()}", v.strip()] for k, v in pairs]}
-    data = _nest_loop_fields(cls, data)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return _from_values(cls(), _nest_loop_fields(cls, data), "")
+
+
+def _from_values(defaults: Any, data: Mapping[str, Any], prefix: str) -> Any:
+    """`defaults` with the saved values of its fields, each checked against its default's type."""
     values = {}
-    for key, value in data.items():
-        if key not in fields:
+    for f in dataclasses.fields(defaults):
+        if f.name not in data:
             continue
-        default = getattr(cls(), key)
+        default, value = getattr(defaults, f.name), data[f.name]
         if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            known = {f.name for f in dataclasses.fields(default)}
-            value = dataclasses.replace(default, **{k: _tuples(v) for k, v in value.items() if k in known})
-        values[key] = _tuples(value) if isinstance(default, tuple) else value
-    return cls(**values)
+            known = {g.name for g in dataclasses.fields(default)}
+            values[f.name] = _from_values(default, {k: v for k, v in value.items() if k in known}, f"{prefix}{f.name}.")
+            continue
+        if not _same_kind(value, default):
+            raise ModelDirError(f"field 'config.{prefix}{f.name}' is {value!r}, expected {_kind_name(default)}")
+        values[f.name] = _tuples(value) if isinstance(default, tuple) else value
+    return dataclasses.replace(defaults, **values)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether a saved JSON value fits a field whose default is `default` (an int fits a float field)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def _kind_name(default: Any) -> str:
+    """How a message names the kind of value a field holds."""
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", tuple: "a list"}
+    return names.get(type(default), "an object of its fields")
 
 
 def _nest_loop_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,8 +7,8 @@
 
 Every error is a 4xx JSON body `{"detail": "<what is wrong>"}`: size limits are checked on the
 raw bytes (Content-Length first, then while the body streams in) before any JSON is parsed.
-The model is loaded, and scores one listing, when the app is created, so a missing or broken
-model directory fails at start, not on the first request.
+The model directory is read once, when the app is created, so a missing or broken one fails at
+start; the lifespan then prices a warm-up listing, so no request pays a first load.
 
 Prediction is CPU-bound and holds the GIL, so it runs in the thread pool (health checks stay
 responsive) and small concurrent requests are merged into one model call (see `Coalescer`).
@@ -26,10 +26,8 @@ import logging
 import os
 import socket
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +45,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from .catalog import TEXT_COLUMN
+from .coalesce import MAX_BATCH_ROWS, Coalescer  # re-exported: smartprice.serve.Coalescer
 from .errors import SettingsError, UserError
-from .modelio import CONFIG_NAME, ModelDirError, read_config
+from .modelio import ModelDirError, read_config
 from .predictor import PricePredictor
 
 log = logging.getLogger(__name__)
 
 MODEL_ENV = "SMARTPRICE_MODEL"     # model directory for `app_from_env`, the factory uvicorn's worker processes call
-MAX_ITEMS = 10_000                 # listings per request: ~15-25 s of CPU for the default model on one core
+MAX_ITEMS = 10_000                 # listings per request: one request stays seconds of work (bench/serve.py)
 MAX_BODY_BYTES = 20 * 1024 * 1024  # 10,000 listings at 2 KB (train.csv: mean 0.9 KB, longest 6.2 KB)
 MAX_TEXT_CHARS = 100_000           # one catalog_content: 16x the longest in train.csv (6,192 characters)
 MAX_ID_CHARS = 256                 # one sample_id: ids are short keys, echoed back
-MAX_BATCH_ROWS = 32                # merge concurrent requests up to this many rows per model call (~0.1 s)
 MAX_ERRORS_SHOWN = 5               # validation errors spelled out in one message
 WARM_UP_LISTING = "Item Name: Warm-up Coffee Beans, 12 Ounce (Pack of 2)\nValue: 24.0\nUnit: Ounce\n"
 WARM_UP_ROWS = (1, 1000)  # one listing, and a batch: the small-request path and the one shared with worker processes
@@ -114,107 +112,28 @@ class ModelInfo(BaseModel):
     limits: dict[str, int]
 
 
-# --- merging concurrent requests ------------------------------------------------------------------
-
-class Coalescer:
-    """Run small requests that arrive while a model call is busy together, in one call.
-
-    The default model costs ~25 ms for one listing and ~40 ms for eight (fixed costs per call:
-    sklearn's input checks, pandas frames), so with eight clients merging multiplies
-    single-listing throughput. One merged call runs at a time; requests of MAX_BATCH_ROWS rows
-    or more skip the queue. Predictions of different rows are independent, so a merged call
-    returns the same prices; if it fails, each request is retried alone so one cannot fail others.
-    """
-
-    def __init__(self, predict: Callable[[list[str]], np.ndarray], max_rows: int = MAX_BATCH_ROWS) -> None:
-        self.predict = predict
-        self.max_rows = max_rows
-        self._waiting: deque[tuple[list[str], asyncio.Future]] = deque()
-        self._runner: asyncio.Task | None = None
-
-    async def __call__(self, texts: list[str]) -> np.ndarray:
-        """Prices for `texts`, computed in the thread pool (alone or merged with other requests)."""
-        if len(texts) >= self.max_rows:
-            return await run_in_threadpool(self.predict, texts)
-        loop = asyncio.get_running_loop()  # the app's own: a Coalescer is made in the lifespan
-        future = loop.create_future()
-        self._waiting.append((texts, future))
-        if self._runner is None or self._runner.done():
-            self._runner = loop.create_task(self._run())
-        return await future
-
-    async def _run(self) -> None:
-        while self._waiting:
-            batch = [self._waiting.popleft()]
-            rows = len(batch[0][0])
-            while self._waiting and rows + len(self._waiting[0][0]) <= self.max_rows:
-                rows += len(self._waiting[0][0])
-                batch.append(self._waiting.popleft())
-            try:
-                prices = await run_in_threadpool(self.predict, [t for texts, _ in batch for t in texts])
-            except Exception as exc:
-                if len(batch) == 1:
-                    _settle(batch[0][1], exc)
-                    continue
-                for texts, future in batch:  # find the request that fails; the others still get prices
-                    try:
-                        _settle(future, await run_in_threadpool(self.predict, texts))
-                    except Exception as alone:
-                        _settle(future, alone)
-                continue
-            start = 0
-            for texts, future in batch:
-                _settle(future, prices[start:start + len(texts)])
-                start += len(texts)
-
-
-def _settle(future: asyncio.Future, outcome: np.ndarray | BaseException) -> None:
-    """Resolve a request's future unless its client has gone (the future was cancelled)."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
 # --- the model ------------------------------------------------------------------------------------
 
-def load_model(model_dir: str | Path) -> tuple[PricePredictor, dict[str, Any]]:
-    """Load a model directory, score one listing, and describe it; ModelDirError says what is wrong."""
-    model_dir = Path(model_dir)
-    saved = read_config(model_dir)  # missing / truncated / foreign directories: its own messages
-    try:
-        predictor = PricePredictor.load(model_dir)
-        # Requests of up to MAX_ITEMS rows will come: the CPU model starts its worker processes now, and
-        # batches share them, so a batch uses every core even when one server process holds every client.
-        predictor.expect_rows(MAX_ITEMS)
-        for rows in WARM_UP_ROWS:  # both the small-request and the batch path, so no request pays a first load
-            prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING] * rows}))
-            if not (len(prices) == rows and np.isfinite(prices).all() and (prices > 0).all()):
-                raise ValueError(f"a test listing was priced {prices[:1]!r}")
-        if predictor.has_ranges:  # the ranges' difficulty trees are opened now, not by the first request
-            predictor.predict_interval(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING]}), 0.8)
-    except ModelDirError:
-        raise
-    except Exception as exc:  # a damaged artefact can fail in numpy, LightGBM, torch ...
-        raise ModelDirError(f"{model_dir}: cannot load the model ({type(exc).__name__}: {exc})") from None
-    return predictor, _model_info(model_dir, saved, predictor)
+def warm_up(predictor: PricePredictor) -> None:
+    """Start what a first request would wait for: worker processes, both predict paths, the ranges' trees.
+
+    Requests of up to MAX_ITEMS rows will come: the CPU model starts its worker processes now, and batches
+    share them, so a batch uses every core even when one server process holds every client.
+    """
+    predictor.expect_rows(MAX_ITEMS)
+    for rows in WARM_UP_ROWS:
+        prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING] * rows}))
+        if not (len(prices) == rows and np.isfinite(prices).all() and (prices > 0).all()):
+            raise RuntimeError(f"a warm-up listing was priced {prices[:1]!r} (a bug)")
+    if predictor.has_ranges:
+        predictor.predict_interval(pd.DataFrame({TEXT_COLUMN: [WARM_UP_LISTING]}), 0.8)
 
 
-def _model_info(model_dir: Path, saved: dict[str, Any], predictor: PricePredictor) -> dict[str, Any]:
-    """GET /model's body from config.json; fields the directory does not record are None."""
-    fit_info = saved.get("fit_info") or {}
-    rows = fit_info.get("training_rows")
-    fit_date = fit_info.get("fit_date")
-    if fit_date is None:  # config.json is written last by save(), right after fitting
-        fit_date = datetime.fromtimestamp((model_dir / CONFIG_NAME).stat().st_mtime, tz=timezone.utc).isoformat()
-    validation = fit_info.get("validation") or predictor.model_.validation()
-    return {"preset": str(saved["preset"]), "kind": predictor.config_.kind, "format_version": int(saved["format_version"]),
-            "smartprice_version": saved.get("smartprice_version"), "training_rows": rows, "fit_date": fit_date,
-            "validation": validation, "ranges": predictor.has_ranges,
-            "limits": {"max_items": MAX_ITEMS, "max_body_bytes": MAX_BODY_BYTES, "max_text_chars": MAX_TEXT_CHARS,
-                       "max_id_chars": MAX_ID_CHARS}}
+def model_info(predictor: PricePredictor) -> dict[str, Any]:
+    """GET /model's body: the model's own description and this server's limits."""
+    limits = {"max_items": MAX_ITEMS, "max_body_bytes": MAX_BODY_BYTES, "max_text_chars": MAX_TEXT_CHARS,
+              "max_id_chars": MAX_ID_CHARS}
+    return {**predictor.describe(), "limits": limits}
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -412,11 +331,11 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
     The lifespan loads the model and the request merger; `max_batch_rows` caps how many rows
     concurrent small requests are merged into (1: never merge). Mount it in any ASGI server.
     """
-    saved = read_config(model_dir)  # missing, truncated, damaged or foreign directories: one line, before serving
+    predictor = PricePredictor.load(model_dir)  # missing, damaged or foreign directories: one line, before serving
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        predictor, info = await run_in_threadpool(load_model, model_dir)
+        await run_in_threadpool(warm_up, predictor)
 
         def predict_texts(texts: list[str]) -> np.ndarray:
             prices = predictor.predict(pd.DataFrame({TEXT_COLUMN: texts}))
@@ -424,13 +343,13 @@ def create_app(model_dir: str | Path, *, max_batch_rows: int = MAX_BATCH_ROWS) -
                 raise RuntimeError(f"the model returned {len(prices)} prices for {len(texts)} listings, or one not finite > 0")
             return prices
 
-        app.state.predictor, app.state.info = predictor, info
+        app.state.predictor, app.state.info = predictor, model_info(predictor)
         app.state.coalesce = Coalescer(predict_texts, max_rows=max_batch_rows)
         yield
 
     # /docs and /redoc from Swagger UI / ReDoc files shipped by fastapi-offline: the pages open with no network.
     app = FastAPIOffline(title="smartprice", summary="Price product listings from their catalog text.",
-                         version=str(saved.get("smartprice_version") or "unknown"), lifespan=lifespan,
+                         version=str(predictor.describe()["smartprice_version"] or "unknown"), lifespan=lifespan,
                          swagger_ui_parameters={"validatorUrl": None})  # no badge fetched from validator.swagger.io
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -24,7 +24,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.exceptions import NotFittedError
 from sklearn.metrics import make_scorer
 
-from trainloop.overrides import nested_settings, setting_names
+from sharedcore.overrides import nested_settings, setting_names
 
 from .catalog import PRICE_COLUMN, TEXT_COLUMN
 from .metrics import smape

@@ -20,6 +20,7 @@ pyspark is imported when a function is called: `pip install 'smartprice[spark]'`
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import logging
@@ -27,6 +28,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +54,19 @@ SPARK_KINDS = ("cpu",)  # model kinds priced on executors; transformer models ne
 WARM_UP_LISTING = "Item Name: Barilla Spaghetti 16 oz (Pack of 12)\nValue: 192.0\nUnit: Ounce"  # priced once on the driver
 _MODELS: dict[tuple[str, int], PricePredictor] = {}  # this process's loaded models: (path, config mtime) -> model
 _SHIPPED: set[tuple[str, str]] = set()  # (application id, archive name) already added to a SparkContext
+# PySpark 4 warns "does not yet fully support pandas >= 3.0.0" each time its pandas bridge is set up (mapInPandas
+# here). Our jobs use that bridge for Arrow batches of two columns in and float64 prices out, nothing else, and
+# tests/test_spark.py shows the prices equal PricePredictor's to 1e-9 under pandas 3: the warning is silenced for our
+# own calls only, so a user's own pandas-on-Spark code still gets it.
+PANDAS3_WARNING = r"PySpark does not yet fully support pandas"
+
+
+@contextlib.contextmanager
+def quiet_pandas3_warning() -> Iterator[None]:
+    """Silence PySpark's pandas >= 3 FutureWarning inside the block (our calls; the session start of our own job script)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=PANDAS3_WARNING, category=FutureWarning)
+        yield
 
 
 def require_pyspark() -> Any:
@@ -125,14 +140,9 @@ def check_model(model_dir: str | os.PathLike[str], ranges: bool = False) -> None
     model = load_model(model_dir, cache=False)  # the driver prices nothing itself: do not keep the model in its memory
     if ranges and not model.has_ranges:
         raise NoRangesError(f"{resolve_model_dir(model_dir)}: this model has no price ranges: {RETRAIN_FOR_RANGES}")
-    try:
-        price = model.predict(pd.DataFrame({ID_COLUMN: ["check"], TEXT_COLUMN: [WARM_UP_LISTING]}))
-    except Exception as exc:  # a damaged LightGBM file is read on first use (LightGBMError); anything else is a bug
-        if not isinstance(exc, (OSError, ValueError)) and type(exc).__name__ != "LightGBMError":
-            raise
-        raise ModelDirError(f"{resolve_model_dir(model_dir)}: the model loads but cannot price a listing ({exc})") from None
+    price = model.predict(pd.DataFrame({ID_COLUMN: ["check"], TEXT_COLUMN: [WARM_UP_LISTING]}))  # fails: a bug
     if not (len(price) == 1 and np.isfinite(price).all() and (price > 0).all()):
-        raise ModelDirError(f"{resolve_model_dir(model_dir)}: a test listing was priced {price!r}; retrain the model")
+        raise RuntimeError(f"{resolve_model_dir(model_dir)}: a test listing was priced {price!r} (a bug)")
 
 
 def _check_schema(df: DataFrame, id_column: str, text_column: str, price_column: str) -> None:
@@ -243,7 +253,8 @@ def predict_prices(df: DataFrame, model_dir: str | os.PathLike[str], *, id_colum
     price = functools.partial(_price_partition, model_dir=model_dir, id_column=id_column, text_column=text_column,
                               price_column=price_column, batch_size=batch_size,
                               interval=interval)  # module-level: pickled by reference
-    return df.select(id_column, text_column).mapInPandas(price, schema)
+    with quiet_pandas3_warning():
+        return df.select(id_column, text_column).mapInPandas(price, schema)
 
 
 def ship_model(spark: SparkSession, model_dir: str | os.PathLike[str], name: str | None = None) -> str:

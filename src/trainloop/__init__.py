@@ -1,9 +1,9 @@
 """The one training loop (Hugging Face Accelerate) shared by smartprice's neural presets and MU.
 
-Also home of what both packages share without torch: the loop's settings (`trainloop.config`),
-`--set` overrides (`trainloop.overrides`) and preset descriptions (`trainloop.describe`).
-`LoopConfig` is torch-free; the loop's other names are loaded on first use (PEP 562), so
-`from trainloop import LoopConfig` does not import torch.
+`trainloop.loop` is the loop, `trainloop.config` its settings (`LoopConfig`, torch-free),
+`trainloop.sampling` its batch order. What both packages share besides the loop (errors, `--set`,
+preset descriptions, the version) is in `sharedcore`. The loop's names are loaded on first use
+(PEP 562), so `from trainloop import LoopConfig` does not import torch.
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import SettingError
+from sharedcore.errors import SettingError
+from sharedcore.settings import setting
 
 __all__ = ["PRECISIONS", "SCHEDULES", "LoopConfig", "warmup_steps"]
 
@@ -19,25 +20,26 @@ PRECISIONS = ("auto", "bf16", "fp16", "no")
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Training-loop settings; each neural preset sets the ones it needs in its `loop` field."""
+    """Training-loop settings; each neural preset sets the ones it needs in its `loop` field. Each field says why."""
 
-    epochs: int = 3                    # passes over the training set
-    batch_size: int = 8                # micro-batch per process
-    grad_accum: int = 4                # micro-batches per optimizer step
-    lr: float = 3e-4                   # peak learning rate after warmup
-    weight_decay: float = 0.01         # AdamW decoupled weight decay on matrices; biases and norms are not decayed
-    warmup: float = 0.1                # share of the run's optimizer steps in linear warmup: short runs still peak
-    warmup_max_steps: int = 0          # cap on those warmup steps; 0 = no cap
-    schedule: str = "cosine"           # decay after warmup: "cosine" or "linear"
-    max_grad_norm: float = 1.0         # clip the global gradient norm; 0 = no clipping
-    mixed_precision: str = "auto"      # "auto": bf16 on GPUs that have it, else fp16 with scaling; fp32 on CPU;
-                                       # or "bf16" / "fp16" / "no"
-    num_workers: int = 0               # DataLoader worker processes (persistent, prefetching when > 0)
-    max_steps_per_epoch: int = 0       # 0 = whole epochs; a cap (in micro-batches) makes quick checks and benchmarks short
-    time_budget_s: float = 0.0         # 0 = none; else stop cleanly (and checkpoint) after this many seconds
-    progress: bool = True              # tqdm bar with loss and samples/s (GPU memory/utilisation on CUDA)
-    log_with: str = ""                 # Accelerate tracker: "mlflow" (reads MLFLOW_TRACKING_URI) or "tensorboard"
-                                       # (writes ./runs); "" or "none" = off
+    epochs: int = setting(3, "passes over the training set")
+    batch_size: int = setting(8, "micro-batch per process")
+    grad_accum: int = setting(4, "micro-batches per optimizer step")
+    lr: float = setting(3e-4, "peak learning rate after warmup")
+    weight_decay: float = setting(0.01, "AdamW decoupled weight decay on matrices; biases and norms are not decayed")
+    warmup: float = setting(0.1, "share of the run's optimizer steps in linear warmup: short runs still peak")
+    warmup_max_steps: int = setting(0, "cap on those warmup steps; 0 = no cap")
+    schedule: str = setting("cosine", 'decay after warmup: "cosine" or "linear"')
+    max_grad_norm: float = setting(1.0, "clip the global gradient norm; 0 = no clipping")
+    mixed_precision: str = setting("auto", '"auto": bf16 on GPUs that have it, else fp16 with scaling; fp32 on CPU; '
+                                           'or "bf16" / "fp16" / "no"')
+    num_workers: int = setting(0, "DataLoader worker processes (persistent, prefetching when > 0)")
+    max_steps_per_epoch: int = setting(0, "0 = whole epochs; a cap (in micro-batches) makes quick checks and "
+                                          "benchmarks short")
+    time_budget_s: float = setting(0.0, "0 = none; else stop cleanly (and checkpoint) after this many seconds")
+    progress: bool = setting(True, "tqdm bar with loss and samples/s (GPU memory/utilisation on CUDA)")
+    log_with: str = setting("", 'Accelerate tracker: "mlflow" (reads MLFLOW_TRACKING_URI) or "tensorboard" '
+                                '(writes ./runs); "" or "none" = off')
 
     def __post_init__(self) -> None:
         """Refuse settings the loop cannot run, naming the `loop.` field (a `--set` typo fails before any work)."""

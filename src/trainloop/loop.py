@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sharedcore.errors import SettingError
+
 from .config import LoopConfig, warmup_steps
-from .errors import SettingError
 
 log = logging.getLogger(__name__)
 
@@ -162,12 +163,69 @@ def train(
     With `config.log_with`, the tracker gets `run_config` (default: the loop config) as run parameters
     under experiment `project_name`, loss and learning rate per optimizer step, and each epoch's metrics.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration, set_seed
-    from safetensors.torch import save_file
-
     out_dir = Path(out_dir)
     tracker = _tracker(config.log_with)
+    accelerator = _accelerator(config, tracker, project_name, run_config, seed)
+    loader = _loader(train_set, collate_fn, config, seed, length_of)
+    micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
+    groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
+    optimizer = make_adamw(groups, config.lr, config.weight_decay)
+    scheduler = _scheduler(optimizer, config, micro_per_epoch)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    accelerator.register_for_checkpointing(scheduler)  # stepped by hand, once per optimizer step
+    checkpoint = out_dir / CHECKPOINT
+    state = _resumed_state(accelerator, checkpoint, out_dir, resume)
+    result = TrainResult(history=state["history"], best_score=state["best_score"])
+    started = time.perf_counter()
+    samples_seen, sample_time = 0, 0.0
+    parts = 1  # micro-batch split after CUDA out-of-memory errors (same effective batch)
+    for epoch in range(state["epoch"], config.epochs):
+        loader.set_epoch(epoch)  # the prepared loader forwards it to the sampler (and would else count from 0 on resume)
+        model.train()
+        bar = _progress(config, accelerator, micro_per_epoch, epoch)
+        epoch_loss, epoch_items, tick = 0.0, 0, time.perf_counter()
+        step_loss, step_items = 0.0, 0
+        for index, batch in enumerate(loader):
+            if index >= micro_per_epoch:
+                break
+            loss, items, parts, used_lr = _micro_step(accelerator, model, loss_fn, batch, parts, optimizer, scheduler,
+                                                      config.max_grad_norm)
+            epoch_loss += float(loss.detach()) * items
+            epoch_items += items
+            step_loss, step_items = step_loss + float(loss.detach()) * items, step_items + items
+            if tracker and accelerator.sync_gradients:  # one point per optimizer step: its mean loss, the LR it used
+                accelerator.log({"train_loss": step_loss / max(1, step_items), "lr": used_lr},
+                                step=scheduler.last_epoch)
+                step_loss, step_items = 0.0, 0
+            samples_seen += config.batch_size * accelerator.num_processes
+            if bar is not None:
+                _show_progress(bar, epoch_loss / max(1, epoch_items), (index + 1) * config.batch_size, tick)
+            if _over_budget(config, started, epoch):
+                break
+        sample_time += time.perf_counter() - tick
+        if bar is not None:
+            bar.close()
+        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, epoch_items)}
+        unwrapped = accelerator.unwrap_model(model)
+        _evaluate_and_keep_best(accelerator, model, unwrapped, evaluate_fn, metrics, result, out_dir)
+        result.history.append(metrics)
+        if on_epoch_end is not None and accelerator.is_main_process:
+            on_epoch_end(unwrapped, metrics)
+        _log_epoch(accelerator, metrics, tracker, scheduler.last_epoch)
+        _save_checkpoint(accelerator, checkpoint, {"epoch": epoch + 1, "best_score": result.best_score,
+                                                   "history": result.history})
+        if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
+            break
+    result.samples_per_s = samples_seen / max(sample_time, 1e-9)
+    return _finish(accelerator, tracker, result, out_dir)
+
+
+def _accelerator(config: LoopConfig, tracker: str | None, project_name: str, run_config: Mapping[str, Any] | None,
+                 seed: int) -> Any:
+    """The Accelerator of a run (precision, accumulation, tracker), everything seeded, TF32 on where CUDA has it."""
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(config.mixed_precision),
         gradient_accumulation_steps=config.grad_accum,
@@ -183,107 +241,110 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
         torch.set_float32_matmul_precision("high")
+    return accelerator
 
+
+def _loader(train_set: Dataset, collate_fn: Callable[[list[Any]], Any], config: LoopConfig, seed: int,
+            length_of: Callable[[int], int] | None) -> DataLoader:
+    """Batches in an order fixed by (seed, epoch); workers persistent and prefetching when there are any."""
     from .sampling import EpochSampler
 
     sampler = EpochSampler(len(train_set), config.batch_size, seed, length_of)
     workers = config.num_workers
     # The loader's own generator: its iterator draws the workers' base seed from it, not from the
     # global RNG that dropout uses (see the module docstring; this broke resume with workers).
-    loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
-                        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
-                        prefetch_factor=4 if workers > 0 else None,
-                        generator=torch.Generator().manual_seed(seed))
-    groups = param_groups(model) if param_groups else _decay_groups(model, config.weight_decay)
-    optimizer = make_adamw(groups, config.lr, config.weight_decay)
-    micro_per_epoch = len(loader) if not config.max_steps_per_epoch else min(len(loader), config.max_steps_per_epoch)
+    return DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_fn, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+                      prefetch_factor=4 if workers > 0 else None,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, config: LoopConfig, micro_per_epoch: int) -> Any:
+    """Linear warmup, then cosine or linear decay, sized in optimizer steps of the whole run."""
     total_steps = config.epochs * math.ceil(micro_per_epoch / config.grad_accum)
     warmup = warmup_steps(config, total_steps)
     cap = f", capped at {config.warmup_max_steps}" if config.warmup_max_steps else ""
     log.info("schedule: %d optimizer steps, %d of linear warmup (%.0f%% of the run%s), then %s decay",
              total_steps, warmup, 100 * config.warmup, cap, config.schedule)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps, config.schedule))
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    accelerator.register_for_checkpointing(scheduler)  # stepped by hand, once per optimizer step
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(warmup, total_steps, config.schedule))
 
-    state = {"epoch": 0, "best_score": math.inf, "history": []}
-    checkpoint = out_dir / CHECKPOINT
+
+def _resumed_state(accelerator: Any, checkpoint: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
+    """The loop's state: from the latest complete checkpoint with `resume` (its training state loaded), else fresh."""
     found = latest_checkpoint(checkpoint) if resume else None
     if found is not None:
         source, state = found
         accelerator.load_state(str(source))
         log.info("resumed from %s after epoch %d", source, state["epoch"])
-    elif resume:
+        return state
+    if resume:
         log.warning("--resume: no checkpoint in %s, starting from scratch", out_dir)
+    return {"epoch": 0, "best_score": math.inf, "history": []}
 
-    result = TrainResult(history=state["history"], best_score=state["best_score"])
-    started = time.perf_counter()
-    samples_seen, sample_time = 0, 0.0
-    parts = 1  # micro-batch split after CUDA out-of-memory errors (same effective batch)
-    for epoch in range(state["epoch"], config.epochs):
-        loader.set_epoch(epoch)  # the prepared loader forwards it to the sampler (and would else count from 0 on resume)
-        model.train()
-        bar = _progress(config, accelerator, micro_per_epoch, epoch)
-        epoch_loss, epoch_items, tick = 0.0, 0, time.perf_counter()
-        step_loss, step_items = 0.0, 0
-        for index, batch in enumerate(loader):
-            if index >= micro_per_epoch:
-                break
-            with accelerator.accumulate(model):
-                loss, items, parts = _forward_backward(accelerator, model, loss_fn, batch, parts)
-                if accelerator.sync_gradients:
-                    if config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                used_lr = optimizer.param_groups[0]["lr"]  # before the scheduler moves it on
-                optimizer.step()
-                if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
-                    scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            epoch_loss += float(loss.detach()) * items
-            epoch_items += items
-            step_loss, step_items = step_loss + float(loss.detach()) * items, step_items + items
-            if tracker and accelerator.sync_gradients:  # one point per optimizer step: its mean loss, the LR it used
-                accelerator.log({"train_loss": step_loss / max(1, step_items), "lr": used_lr},
-                                step=scheduler.last_epoch)
-                step_loss, step_items = 0.0, 0
-            samples_seen += config.batch_size * accelerator.num_processes
-            if bar is not None:
-                bar.update(1)
-                elapsed = time.perf_counter() - tick
-                bar.set_postfix_str(f"loss {epoch_loss / max(1, epoch_items):.4f} "
-                                    f"{(index + 1) * config.batch_size / max(elapsed, 1e-9):.1f} samples/s {_gpu_status()}")
-            if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
-                log.info("time budget of %.0f s reached in epoch %d", config.time_budget_s, epoch + 1)
-                break
-        sample_time += time.perf_counter() - tick
-        if bar is not None:
-            bar.close()
-        metrics: dict[str, Any] = {"epoch": epoch + 1, "train_loss": epoch_loss / max(1, epoch_items)}
-        unwrapped = accelerator.unwrap_model(model)
-        if evaluate_fn is not None:
-            model.eval()
-            with torch.no_grad():
-                metrics.update(evaluate_fn(unwrapped))
-        score = metrics.get("score", metrics["train_loss"])
-        if accelerator.is_main_process and score < result.best_score:
-            result.best_score = score
-            out_dir.mkdir(parents=True, exist_ok=True)
-            staging = out_dir / (BEST_WEIGHTS + ".tmp")
-            save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}, str(staging))
-            os.replace(staging, out_dir / BEST_WEIGHTS)
-        result.history.append(metrics)
-        if on_epoch_end is not None and accelerator.is_main_process:
-            on_epoch_end(unwrapped, metrics)
-        log.info("epoch %d: %s", epoch + 1, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
-        if tracker:
-            accelerator.log({f"epoch_{k}" if k == "train_loss" else k: v for k, v in metrics.items()
-                             if isinstance(v, (int, float))}, step=scheduler.last_epoch)
-        _save_checkpoint(accelerator, checkpoint, {"epoch": epoch + 1, "best_score": result.best_score,
-                                                   "history": result.history})
-        if config.time_budget_s and time.perf_counter() - started > config.time_budget_s:
-            break
+
+def _evaluate_and_keep_best(accelerator: Any, model: torch.nn.Module, unwrapped: torch.nn.Module,
+                            evaluate_fn: Callable[[torch.nn.Module], dict[str, float]] | None,
+                            metrics: dict[str, Any], result: TrainResult, out_dir: Path) -> None:
+    """Add the evaluation to `metrics`; a better score (else train loss) rewrites the best weights."""
+    from safetensors.torch import save_file
+
+    if evaluate_fn is not None:
+        model.eval()
+        with torch.no_grad():
+            metrics.update(evaluate_fn(unwrapped))
+    score = metrics.get("score", metrics["train_loss"])
+    if accelerator.is_main_process and score < result.best_score:
+        result.best_score = score
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = out_dir / (BEST_WEIGHTS + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()}, str(staging))
+        os.replace(staging, out_dir / BEST_WEIGHTS)
+
+
+def _micro_step(accelerator: Any, model: torch.nn.Module, loss_fn: Callable, batch: Any, parts: int,
+                optimizer: torch.optim.Optimizer, scheduler: Any, max_grad_norm: float) -> tuple[torch.Tensor, int, int, float]:
+    """One micro-batch: backward, and on the accumulation's last one clip, step and schedule.
+
+    Returns (loss, rows, parts after any out-of-memory split, the learning rate the step used).
+    """
+    with accelerator.accumulate(model):
+        loss, items, parts = _forward_backward(accelerator, model, loss_fn, batch, parts)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        used_lr = optimizer.param_groups[0]["lr"]  # before the scheduler moves it on
+        optimizer.step()
+        if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+    return loss, items, parts, used_lr
+
+
+def _show_progress(bar: Any, mean_loss: float, samples: int, tick: float) -> None:
+    """Advance the epoch's bar: mean loss so far, samples/s since the epoch began, GPU memory and utilisation."""
+    bar.update(1)
+    rate = samples / max(time.perf_counter() - tick, 1e-9)
+    bar.set_postfix_str(f"loss {mean_loss:.4f} {rate:.1f} samples/s {_gpu_status()}")
+
+
+def _log_epoch(accelerator: Any, metrics: dict[str, Any], tracker: str | None, step: int) -> None:
+    """The epoch's metrics in the log, and to the tracker when there is one."""
+    log.info("epoch %d: %s", metrics["epoch"], {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()})
+    if tracker:
+        accelerator.log({f"epoch_{k}" if k == "train_loss" else k: v for k, v in metrics.items()
+                         if isinstance(v, (int, float))}, step=step)
+
+
+def _over_budget(config: LoopConfig, started: float, epoch: int) -> bool:
+    """Whether the run's time budget (if any) is spent; logged once, where the loop stops."""
+    if not config.time_budget_s or time.perf_counter() - started <= config.time_budget_s:
+        return False
+    log.info("time budget of %.0f s reached in epoch %d", config.time_budget_s, epoch + 1)
+    return True
+
+
+def _finish(accelerator: Any, tracker: str | None, result: TrainResult, out_dir: Path) -> TrainResult:
+    """Point the result at the best weights, wait for every process, close the tracker."""
     result.best_path = out_dir / BEST_WEIGHTS if (out_dir / BEST_WEIGHTS).exists() else None
-    result.samples_per_s = samples_seen / max(sample_time, 1e-9)
     accelerator.wait_for_everyone()
     if tracker:
         accelerator.end_training()

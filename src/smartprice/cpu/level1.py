@@ -8,7 +8,7 @@ fold; neighbours from the one index, skipping rows of the query's own fold).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,26 +156,30 @@ class Level1:
             ridges["emb"] = Linear.fit(listings.views["emb"], y, p.embed_ridge_alpha)
         return ridges
 
-    def fit(self, listings: Listings, y: np.ndarray, threads: int = 1) -> Level1:
-        """Fit ridges, neighbour indices and brand prices on all training rows."""
+    def fit(self, listings: Listings, y: np.ndarray, threads: int = 1,
+            on_index: Callable[[str], Any] | None = None) -> Level1:
+        """Fit ridges, neighbour indices and brand prices on all training rows; `on_index(view)` after each index."""
         self.ridges_ = self._ridges(listings, y)
         self.indices_ = {}
         for view in self.knn_views:
-            log.info("cpu model: neighbour index on %s (%d rows)", view, len(listings))
             self.indices_[view] = NeighbourIndex(self.search).fit(listings.views[view], threads)
+            if on_index is not None:
+                on_index(view)
         self.stats_ = NeighbourStats(self.preset.neighbours).fit(y, y - listings.log_qty)
         self.y_mean_ = float(y.mean())
         self.brands_ = brand_table(listings.brands, y, self.preset.brand_smoothing)
         return self
 
-    def out_of_fold(self, listings: Listings, y: np.ndarray, folds: np.ndarray, threads: int = 1) -> np.ndarray:
-        """Level-1 features of the training rows, each from models fitted without its fold (`folds`: fold per row)."""
+    def out_of_fold(self, listings: Listings, y: np.ndarray, folds: np.ndarray, threads: int = 1,
+                    on_fold: Callable[[int], Any] | None = None) -> np.ndarray:
+        """Level-1 features of the training rows, each from models fitted without its fold (`folds`: fold per row).
+
+        `on_fold(fold)` is called as each fold is done."""
         out = np.zeros((len(listings), len(self.features)))
         neighbours = {view: self.indices_[view].search(listings.views[view], self.preset.neighbours, groups=folds,
                                                         query_groups=folds, threads=threads)
                       for view in self.knn_views}
         for fold in np.unique(folds):
-            log.info("cpu model: out-of-fold level 1, fold %d/%d", fold + 1, len(np.unique(folds)))
             train, valid = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
             part = Level1(self.preset)
             part.ridges_ = self._ridges(listings.rows(train), y[train])
@@ -184,6 +188,8 @@ class Level1:
             part.brands_ = brand_table([listings.brands[i] for i in train], y[train], self.preset.brand_smoothing)
             found = {view: (index[valid], sims[valid]) for view, (index, sims) in neighbours.items()}
             out[valid] = part._features(listings.rows(valid), found)
+            if on_fold is not None:
+                on_fold(int(fold))
         return out
 
     def transform(self, listings: Listings, threads: int = 1) -> np.ndarray:

@@ -14,6 +14,7 @@ product's cost. Ties are cut by the lower row, the same way on every path.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +113,12 @@ class NeighbourIndex:
                                 shape=(queries.shape[0], len(self.columns_)))
         compact.eliminate_zeros()
         return compact
+
+    def exact(self) -> NeighbourIndex:
+        """This index searched exactly (same rows and columns): what a pruned search is measured against."""
+        twin = copy.copy(self)
+        twin.method_ = "exact"
+        return twin
 
     # --- searching --------------------------------------------------------------------------
     @property

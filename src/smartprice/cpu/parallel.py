@@ -5,11 +5,13 @@ Parsing and tokenising are pure Python, so threads would not help. Workers are f
 team) is copied mid-operation, the caller's `__main__` is never re-imported, and nothing is handed
 over through globals: each worker loads the model itself from its directory and answers over a pipe.
 
-Only models loaded from a directory use workers (a model fitted in this process predicts here).
-Workers start on the first large call and stay for the next (streamed chunks). Work is cut into
-pieces that this process takes from the front while the workers take them from the back, so a
-worker still starting up costs nothing: this process simply does more of the pieces. One call
-at a time uses the workers; a concurrent call computes in its own thread instead of waiting.
+The runtime (runtime.py) decides when to use workers and hands over what they load and what this
+process computes meanwhile; this module knows nothing of the model but how a worker loads it
+(model.py) and scores its trees (trees.py). Workers start on the first large call and stay for the
+next (streamed chunks). Work is cut into pieces that this process takes from the front while the
+workers take them from the back, so a worker still starting up costs nothing: this process simply
+does more of the pieces. One call at a time uses the workers; a concurrent call computes all of
+its pieces in its own thread instead of waiting.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -85,20 +88,31 @@ class Worker:
         self.recv.close()
 
 
+Spec = tuple[str, dict, dict]  # what a worker loads: (model directory, preset as a dict, the model's config state)
+Key = tuple[str, int, int]     # (model directory, config.json's mtime, workers): a retrained model gets new workers
+
+
 class Pool:
     """Workers for one model directory; see the module docstring."""
 
-    def __init__(self, model: Any, workers: int) -> None:
-        from ..presets import preset_to_dict
-
-        self.key = _key(model, workers)
+    def __init__(self, key: Key, spec: Spec, workers: int) -> None:
+        self.key, self.spec = key, spec
         self.lock = threading.Lock()
-        self.spec = (model.directory_, preset_to_dict(model.preset), model.state_)  # what a worker loads
-        self.workers = [Worker(*self.spec) for _ in range(workers)]
+        self.workers = [Worker(*spec) for _ in range(workers)]
 
-    def run(self, model: Any, texts: list[str], final: bool) -> np.ndarray:
-        """Dense rows (or, `final`, log prices) of `texts`, pieces shared between this process and the workers."""
-        work = model.score if final else model.dense
+    def run(self, texts: list[str], final: bool, local: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Dense rows (or, `final`, log prices) of `texts`: pieces shared between `local` (this process) and the workers.
+
+        If another thread is using the workers, `local` computes every piece (no waiting).
+        """
+        if not self.lock.acquire(blocking=False):
+            return local(texts)
+        try:
+            return self._shared(texts, final, local)
+        finally:
+            self.lock.release()
+
+    def _shared(self, texts: list[str], final: bool, local: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         size = min(PIECE_ROWS, max(MIN_PIECE_ROWS, -(-len(texts) // (4 * (len(self.workers) + 1)))))
         pieces = deque(enumerate(texts[i:i + size] for i in range(0, len(texts), size)))
         out: dict[int, np.ndarray] = {}
@@ -128,7 +142,7 @@ class Pool:
                     if not pieces:
                         return
                     number, piece = pieces.popleft()
-                out[number] = work(piece)
+                out[number] = local(piece)
 
         threads = [threading.Thread(target=serve, args=(w,), daemon=True) for w in self.workers]
         for thread in threads:
@@ -168,19 +182,24 @@ _POOL: Pool | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _key(model: Any, workers: int) -> tuple[str, int, int]:
-    arrays = model.directory_ / "cpu_model.npz"  # a model retrained into the same directory gets new workers
-    return (str(model.directory_), arrays.stat().st_mtime_ns if arrays.exists() else 0, workers)
+def process_count(threads: int) -> int:
+    """Processes one large predict may use: $SMARTPRICE_PROCESSES, else the preset's threads."""
+    return int(os.environ.get(PROCESSES_ENV) or threads)
 
 
-def _pool(model: Any, workers: int) -> Pool:
-    """The pool for this model, started on first use; one pool at a time per process."""
+def running_pool(key: Key) -> Pool | None:
+    """The pool for `key` if it is already running."""
+    return _POOL if _POOL is not None and _POOL.key == key else None
+
+
+def shared_pool(key: Key, spec: Spec, workers: int) -> Pool:
+    """The pool for `key`, started on first use; one pool at a time per process (another key's is closed)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL.key != _key(model, workers):
+        if _POOL is None or _POOL.key != key:
             if _POOL is not None:
                 _POOL.close()
-            _POOL = Pool(model, workers)
+            _POOL = Pool(key, spec, workers)
         return _POOL
 
 
@@ -188,37 +207,6 @@ def _pool(model: Any, workers: int) -> Pool:
 def _close_pool() -> None:
     if _POOL is not None:
         _POOL.close()
-
-
-def _workers(model: Any, rows: int) -> int:
-    """Worker processes a predict of `rows` listings uses (0: all in this process)."""
-    workers = int(os.environ.get(PROCESSES_ENV) or model.preset.threads) - 1
-    if (workers < 1 or rows < WARM_MIN_ROWS or getattr(model, "directory_", None) is None
-            or "emb" in model.preset.knn_views):
-        return 0  # torch (the "emb" view) is left out: it uses every core itself
-    if rows < MIN_ROWS and (_POOL is None or _POOL.key != _key(model, workers)):
-        return 0  # not worth starting workers for, but worth sharing with running ones
-    return workers
-
-
-def start_pool(model: Any, rows: int) -> None:
-    """Start the workers a predict of `rows` listings would use, so they load while the caller reads its input."""
-    if _workers(model, rows):
-        _pool(model, _workers(model, rows))
-
-
-def in_pool(model: Any, texts: list[str], final: bool) -> np.ndarray | None:
-    """Dense rows (or log prices) of `texts` from this process and the workers; None when not worth it or busy."""
-    workers = _workers(model, len(texts))
-    if not workers:
-        return None
-    pool = _pool(model, workers)
-    if not pool.lock.acquire(blocking=False):
-        return None  # another thread is using the workers: score here
-    try:
-        return pool.run(model, texts, final)
-    finally:
-        pool.lock.release()
 
 
 def _worker_main() -> None:
@@ -239,10 +227,12 @@ def _serve_parent() -> None:
     sys.stdout = sys.stderr  # nothing else may write to the pipe
     directory, preset, state = recv.recv()
     try:
-        from ..presets import preset_from_dict
-        from .stack import CpuStack
+        from ..presets import CpuPreset, saved_preset
+        from .model import CpuModel
+        from .trees import open_trees
 
-        model = CpuStack.load(preset_from_dict(preset), Path(directory), state)
+        model = CpuModel.load(saved_preset(CpuPreset, preset), Path(directory), state)
+        trees = open_trees(model.trees_text_)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which scores the rows itself
         send.send(f"{type(exc).__name__}: {exc}")
         return
@@ -252,7 +242,8 @@ def _serve_parent() -> None:
         texts, final = request
         gc.disable()  # a piece allocates millions of short-lived objects and no cycles: collecting is pure cost
         try:
-            send.send(model.score(texts) if final else model.dense(texts))
+            dense = model.dense(texts)
+            send.send(trees.predict(dense) if final else dense)
         except Exception as exc:  # noqa: BLE001
             send.send(f"{type(exc).__name__}: {json.dumps(str(exc))}")
         finally:
