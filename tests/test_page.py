@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from conftest import make_catalog  # noqa: E402
 from smartprice import PricePredictor  # noqa: E402
 from smartprice.serve import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, create_app  # noqa: E402
-from smartprice.web.routes import MAX_PASTE_BYTES  # noqa: E402
+from smartprice.web.routes import paste_bytes  # noqa: E402
 
 SCRIPT = "<script>alert('x')</script>"
 TRAINING_SCRIPT_NAME = f"Evil Hot Sauce {SCRIPT} 12 Ounce"
@@ -135,7 +135,7 @@ def test_bad_listings_get_a_message_next_to_the_field(client, data, field, messa
 
 
 def test_a_paste_body_over_the_limit_is_refused_before_parsing(client):
-    response = client.post("/price", content=b"listing=" + b"x" * MAX_PASTE_BYTES,
+    response = client.post("/price", content=b"listing=" + b"x" * paste_bytes(MAX_TEXT_CHARS),
                            headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 413
     assert "over the limit" in error_of(response.text, "listing")

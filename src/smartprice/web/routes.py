@@ -39,8 +39,7 @@ FORM_PATHS = frozenset({"/price", "/price-file"})  # POSTs of HTML forms: serve'
 NEIGHBOURS = 5             # training listings shown beside a price, as `smartprice explain` shows by default
 PAGE_COVERAGE = 0.8        # the range shown beside one price: the interval API's default coverage
 COVERAGES = (0.5, 0.8, 0.9, 0.95)  # offered for a file's range columns
-MAX_PASTE_BYTES = 12 * MAX_TEXT_CHARS + 64 * 1024  # the paste form: MAX_TEXT_CHARS of 4-byte UTF-8, %-encoded, + typed parts
-MAX_UPLOAD_BYTES = MAX_BODY_BYTES  # the JSON API's body limit; rows: MAX_ITEMS, as for one JSON request
+WARM_UP_LISTING = "Item Name: Warm-up Green Tea, 20 Count (Pack of 6)\nValue: 120.0\nUnit: Count\n"
 MULTIPART_SLACK = 64 * 1024        # form boundaries and the other controls around the file
 STATIC = {"page.css": "text/css; charset=utf-8", "page.js": "text/javascript; charset=utf-8"}
 # Everything comes from this server; no inline script or style, so listing text could never run even if unescaped.
@@ -60,6 +59,18 @@ async def warm_up(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(include_in_schema=False, lifespan=warm_up)  # the JSON API's /docs lists the API only
 templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                                             undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True))
+
+
+def limits(request: Request) -> dict[str, Any]:
+    """The served API's limits (GET /model's "limits"), which the page keeps too: text per listing, file bytes and rows."""
+    served = request.app.state.info["limits"]
+    return {"text_chars": served["max_text_chars"], "upload_bytes": served["max_body_bytes"],
+            "upload_mb": served["max_body_bytes"] / 2**20, "rows": served["max_items"]}
+
+
+def paste_bytes(text_chars: int) -> int:
+    """The paste form's body limit: `text_chars` of 4-byte UTF-8, %-encoded (12 bytes each), and the typed parts."""
+    return 12 * text_chars + 64 * 1024
 
 
 # --- what the page shows --------------------------------------------------------------------------
@@ -131,8 +142,7 @@ def render(request: Request, started: float, *, status: int = 200, **context: An
     page = {"card": model_card(state.info, state.predictor), "ranges": has_ranges(state.predictor),
             "form": ListingForm(), "errors": {}, "answer": None, "failure": None, "coverages": COVERAGES,
             "coverage": PAGE_COVERAGE, "want_ranges": False,
-            "limits": {"text_chars": MAX_TEXT_CHARS, "upload_bytes": MAX_UPLOAD_BYTES, "upload_mb": MAX_UPLOAD_BYTES / 2**20,
-                       "rows": MAX_ITEMS}}
+            "limits": limits(request)}
     page.update(context)
     response = templates.TemplateResponse(request, "page.html", page, status_code=status, headers=HEADERS)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
@@ -165,9 +175,10 @@ async def price_listing(request: Request) -> Response:
     started = time.perf_counter()
     form = ListingForm()
     try:
-        form = ListingForm.from_form(await read_form(request, MAX_PASTE_BYTES, "listing",
-                                                     f"the listing is over the limit of {MAX_TEXT_CHARS:,} characters"))
-        text = form.catalog_content(MAX_TEXT_CHARS)
+        chars = limits(request)["text_chars"]
+        form = ListingForm.from_form(await read_form(request, paste_bytes(chars), "listing",
+                                                     f"the listing is over the limit of {chars:,} characters"))
+        text = form.catalog_content(chars)
         answer = await run_in_threadpool(answer_listing, request.app.state.predictor, text)
     except FieldError as exc:
         return render(request, started, status=exc.status, form=form, errors={exc.field: exc.message})
@@ -189,9 +200,10 @@ async def price_file(request: Request) -> Response:
     started = time.perf_counter()
     context: dict[str, Any] = {}
     try:
-        too_large = (f"the file is over the limit of {MAX_UPLOAD_BYTES / 2**20:.0f} MB; "
+        allowed = limits(request)
+        too_large = (f"the file is over the limit of {allowed['upload_mb']:.0f} MB; "
                      "price it with 'smartprice predict', or split it")
-        form = await read_form(request, MAX_UPLOAD_BYTES + MULTIPART_SLACK, "file", too_large, files=1)
+        form = await read_form(request, allowed["upload_bytes"] + MULTIPART_SLACK, "file", too_large, files=1)
         context["want_ranges"] = form.get("ranges") == "yes"
         coverage = _coverage(form.get("coverage", PAGE_COVERAGE)) if context["want_ranges"] else None
         if coverage is not None:
@@ -200,12 +212,12 @@ async def price_file(request: Request) -> Response:
         if not isinstance(upload, UploadFile) or not upload.filename:
             raise FieldError("file", "choose a file to price (CSV, TSV or Parquet, compressed or not)")
         name = display_name(upload.filename)
-        if upload.size is not None and upload.size > MAX_UPLOAD_BYTES:
+        if upload.size is not None and upload.size > allowed["upload_bytes"]:
             raise FieldError("file", too_large, 413)
         if coverage is not None and not has_ranges(request.app.state.predictor):
             raise FieldError("ranges", "this model has no price ranges; retrain it with a smartprice that makes them, "
                                        "or price the file without them")
-        body = await run_in_threadpool(price_upload, request.app.state.predictor, upload.file, name, max_rows=MAX_ITEMS,
+        body = await run_in_threadpool(price_upload, request.app.state.predictor, upload.file, name, max_rows=allowed["rows"],
                                        coverage=coverage)
     except FieldError as exc:
         return render(request, started, status=exc.status, errors={exc.field: exc.message}, **context)
