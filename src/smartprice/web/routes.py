@@ -26,7 +26,6 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.datastructures import UploadFile
 
 from ..catalog import TEXT_COLUMN
-from ..limits import MAX_BODY_BYTES, MAX_ITEMS, MAX_TEXT_CHARS, WARM_UP_LISTING
 from ..ranges import CoverageError, check_coverage
 from .answer import effects, pack_line, quantity_line
 from .files import display_name, download_name, price_upload
