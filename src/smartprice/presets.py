@@ -60,6 +60,11 @@ class CpuPreset:
                                       # `trees`): ranges cost a fraction of a fit (bench/ranges.py)
     difficulty_trees: int = 50        # trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave the
                                       # same coverage and width on train.csv folds (bench/ranges.py)
+    # Level 2 averaged over stacking-fold splits (cpu/level2.py): one LightGBM per split of the training rows into
+    # `folds`, each on its own out-of-fold level-1 features with trees / splits rounds at learning_rate x splits,
+    # written as one model of `trees` trees: predict costs what one fit does.
+    level2_splits: int = 1            # fold splits, one level-2 fit each
+    level2_objectives: tuple = ()     # objective of each split's fit, in turn (empty: `objective` for all)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import SettingsError
 from ..modelio import ModelDirError
 from ..presets import CpuPreset
-from .difficulty import fit_difficulty, out_of_fold_prices
+from . import level2
+from .difficulty import fit_difficulty
 from .level1 import DENSE_FEATURES, Level1, Listings, check_knn_views, parse, view_spec
 from .trees import NativeTrees, TreeArrays
 from .views import TextViews
@@ -94,30 +95,27 @@ class CpuStack:
 
     def fit(self, texts: Sequence[str], y: np.ndarray, work_dir: Path | None = None, resume: bool = False) -> CpuStack:
         """Fit on listing texts and their log1p(price) (seconds to minutes: no checkpoints, work_dir/resume unused)."""
-        import lightgbm as lgb
-
         p = self.preset
         check_knn_views(p.knn_views)  # before any parsing or embedding work
         check_range_settings(p)
+        level2.check_level2_settings(p)
         log.info("cpu model: parsing and vectorising %d listings", len(texts))
         self.views_ = TextViews(view_spec(p))
         listings = parse(texts, self.views_, fit=True, embedder=self._embedder())
         self.train_names_, self.train_prices_ = listings.names, np.expm1(y)
         log.info("cpu model: level 1 (ridges, neighbour indices) on all rows")
         self.level1_ = Level1(p).fit(listings, y, threads=p.threads)
-        folds = np.random.default_rng(p.seed).permutation(len(y)) % p.folds
-        stack = self.level1_.out_of_fold(listings, y, folds, threads=p.threads)
-        log.info("cpu model: LightGBM, %d trees", p.trees)
-        dense = np.hstack([stack, listings.raw])
+        splits = level2.fold_splits(len(y), p)  # one level-2 fit per stacking-fold split, averaged (level2.py)
+        denses = [np.hstack([self.level1_.out_of_fold(listings, y, folds, threads=p.threads), listings.raw])
+                  for folds in splits]
         names = list(self.level1_.features + DENSE_FEATURES)
-        self.booster_ = lgb.train(self._lgb_params(len(y)), lgb.Dataset(dense, y, feature_name=names, free_raw_data=True),
-                                  num_boost_round=p.trees)
+        self.booster_ = level2.fit(denses, y, names, self._lgb_params(len(y)), p)
         self.trees_ = TreeArrays.from_booster(self.booster_)
         self.native_ = NativeTrees.from_model_string(self.booster_.model_to_string())
-        self._fit_ranges(dense, y, folds)
+        self._fit_ranges(denses, y, splits)
         return self
 
-    def _fit_ranges(self, dense: np.ndarray, y: np.ndarray, folds: np.ndarray) -> None:
+    def _fit_ranges(self, denses: list[np.ndarray], y: np.ndarray, splits: list[np.ndarray]) -> None:
         """What the price ranges calibrate on: out-of-fold prices of the whole stack and, adaptive, each row's difficulty."""
         p = self.preset
         self.calibration_, self.difficulty_ = None, None
@@ -125,10 +123,10 @@ class CpuStack:
             return
         log.info("cpu model: price ranges (out-of-fold level 2, %d trees a fold)", p.range_trees)
         params = self._lgb_params(len(y))
-        held_out = out_of_fold_prices(dense, y, folds, params, p.range_trees, p.trees / p.range_trees)
+        held_out = level2.out_of_fold(denses, y, splits, params, p)
         sigmas = None
         if p.range_method == "adaptive":
-            booster, sigmas, floor = fit_difficulty(dense, y - held_out, params, p.difficulty_trees, p.seed)
+            booster, sigmas, floor = fit_difficulty(denses[0], y - held_out, params, p.difficulty_trees, p.seed)
             self.difficulty_ = Difficulty(booster.model_to_string(), TreeArrays.from_booster(booster), floor)
         self.calibration_ = (held_out, y, sigmas)
 
