@@ -86,3 +86,26 @@ def test_averaged_model_prices_blank_and_extreme_listings(averaged):
                                               "Item Name: " + "caviar gold " * 400 + "\nValue: 1e-9\nUnit: Fl Oz"]})
     prices = averaged.predict(frame)
     assert np.isfinite(prices).all() and (prices > 0).all()
+
+
+def _varied_catalog(rows: int) -> pd.DataFrame:
+    """Listings of random words: similarities rarely tie, so every way of searching must agree row for row."""
+    rng = np.random.default_rng(3)
+    words = [f"w{i}" for i in range(120)]
+    texts = [f"Item Name: {' '.join(rng.choice(words, 4))}\nBullet Point 1: {' '.join(rng.choice(words, 8))}\n"
+             f"Value: {rng.integers(1, 50)}\nUnit: Ounce\n" for _ in range(rows)]
+    return pd.DataFrame({"sample_id": [str(i) for i in range(rows)], "catalog_content": texts,
+                         "price": np.round(rng.lognormal(2.5, 1.0, rows), 2)})
+
+
+@pytest.mark.parametrize("neighbours", [3, 20])
+def test_one_search_for_every_split_equals_a_search_per_split(neighbours):
+    """Exact search: the wide search filtered per split gives each split's own out-of-fold features."""
+    frame = _varied_catalog(150)
+    fitted = PricePredictor("cpu", trees=30, neighbours=neighbours, level2_splits=3, range_method="none").fit(frame).model_
+    listings = fitted.parse(frame.catalog_content.tolist())
+    y = np.log1p(frame.price.to_numpy())
+    splits = level2.fold_splits(len(y), fitted.preset)
+    shared = fitted.level1_.out_of_fold_splits(listings, y, splits)
+    for folds, features in zip(splits, shared):
+        np.testing.assert_allclose(features, fitted.level1_.out_of_fold(listings, y, folds), rtol=0, atol=1e-9)

@@ -122,9 +122,6 @@ class BlendPreset:
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
     "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),  # ~2x quicker fit
-    # The CPU stack plus frozen all-MiniLM-L6-v2 embeddings of each listing (a ridge and neighbours on them):
-    # needs the nn extra; embedding ~7k listings takes minutes on 2 cores (bench/pricing.py --cv).
-    "accurate": CpuPreset(knn_views=("name", "word", "emb")),
     # The four published fusion presets (encoder, length, features, head, batch, epochs, lr), head input = 768 + features.
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
@@ -153,8 +150,6 @@ PRESET_SUMMARIES: dict[str, tuple[str, str]] = {
     "cpu": ("the default: TF-IDF ridge models + neighbour prices, stacked under LightGBM",
             "seconds to fit train.csv on 2 cores (bench/pricing.py)"),
     "cpu-fast": ("the CPU stack with fewer folds and trees", "less than cpu"),
-    "accurate": ("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
-                 "minutes: embedding every listing on the CPU (bench/pricing.py)"),
     "ultra": ("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest"),
     "fast": ("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy"),
     "blazing": ("seed fusion model on DistilRoBERTa: FusionPreset's defaults", "GPU; the lightest seed model"),

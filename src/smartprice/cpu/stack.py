@@ -106,8 +106,8 @@ class CpuStack:
         log.info("cpu model: level 1 (ridges, neighbour indices) on all rows")
         self.level1_ = Level1(p).fit(listings, y, threads=p.threads)
         splits = level2.fold_splits(len(y), p)  # one level-2 fit per stacking-fold split, averaged (level2.py)
-        denses = [np.hstack([self.level1_.out_of_fold(listings, y, folds, threads=p.threads), listings.raw])
-                  for folds in splits]
+        denses = [np.hstack([stack, listings.raw])
+                  for stack in self.level1_.out_of_fold_splits(listings, y, splits, threads=p.threads)]
         names = list(self.level1_.features + DENSE_FEATURES)
         self.booster_ = level2.fit(denses, y, names, self._lgb_params(len(y)), p)
         self.trees_ = TreeArrays.from_booster(self.booster_)
