@@ -1,6 +1,7 @@
 """The default CPU model: level-1 text ridges and neighbour statistics stacked under LightGBM.
 
-    texts -> parse + views (level1.parse) -> Level1 features -> LightGBM (trees.TreeArrays) -> log1p(price)
+    texts -> parse + views (level1.parse) -> Level1 features -> LightGBM (level2.py: fits on several stacking-fold
+    splits, averaged into one model; trees.TreeArrays) -> log1p(price)
 
 Everything saved is arrays (npz), JSON or LightGBM's own text format:
 nothing executes on load. Large inputs are scored by level 1 in a process pool (parse and
