@@ -7,7 +7,7 @@ perturbed text (~76k rows) and reports fit seconds and peak RSS. Each approach r
 its peak RSS is its own. Prints a table, then one JSON object as the last line. `smartprice
 predict` is timed end to end (process start, model load, reading, writing) on test_unlabeled.csv.
 
-    python bench/pricing.py [--presets cpu,cpu-fast,accurate] [--cv] [--scale] [--skip-baselines]
+    python bench/pricing.py [--presets cpu,cpu-fast] [--cv] [--scale] [--skip-baselines]
 """
 
 from __future__ import annotations

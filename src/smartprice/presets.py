@@ -56,7 +56,8 @@ class CpuPreset:
     embed_max_length: int = setting(128, "tokens embedded per listing: the name and first bullets")
     embed_ridge_alpha: float = setting(1.0, "L2 of the ridge on embeddings (384 dense columns)")
     brand_smoothing: float = setting(5.0, "pseudo-count pulling a rare brand's mean price to the global mean")
-    trees: int = setting(900, "LightGBM rounds at learning_rate below; CV plateaus at ~800-1000 (smartprice cv)")
+    trees: int = setting(900, "LightGBM rounds at learning_rate below, over all level2_splits fits together (what "
+                              "predict scores); CV plateaus at ~800-1000 (smartprice cv)")
     learning_rate: float = setting(0.03, "small steps, many trees: steadier than 0.1 (smartprice cv on train.csv)")
     num_leaves: int = setting(15, "5-fold CV on train.csv: 15 leaves 53.6 vs 31 leaves 53.8 SMAPE (smartprice cv)")
     min_child_samples: int = setting(20, "rows per leaf: LightGBM's own default")
@@ -72,6 +73,13 @@ class CpuPreset:
                                "`trees`): ranges cost a fraction of a fit (bench/ranges.py)")
     difficulty_trees: int = setting(50, "trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave "
                                     "the same coverage and width on train.csv folds")
+    level2_splits: int = setting(3, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
+                                 "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees: "
+                                 "predict scores as many trees as one fit; smartprice cv on train.csv (--seed 42, "
+                                 "docs/accuracy.md): 3 splits -0.20 ± 0.10 SMAPE against 1")
+    level2_objectives: tuple = setting(("huber", "l1", "huber"), "objective of each split's fit, in turn (empty: "
+                                       "`objective`); an l1 fit among huber ones: -0.07 more on seed-0 folds "
+                                       "(smartprice cv, docs/accuracy.md)")
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,7 @@ class BlendPreset:
 
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
-    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),
-    "accurate": CpuPreset(knn_views=("name", "word", "emb")),
+    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10, level2_splits=1, level2_objectives=()),
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
                           dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), loss="smape",
@@ -161,11 +168,9 @@ PRESET_NOTES: dict[str, PresetNotes] = {
     "cpu-fast": PresetNotes("the CPU stack with fewer folds and trees", "less than cpu (bench/pricing.py --presets cpu-fast)",
                             {"folds": "3 folds: fewer level-1 fits", "trees": "fewer trees, each a larger step",
                              "learning_rate": "larger steps for fewer trees",
-                             "neighbours": "fewer neighbours to search and summarise"}),
-    "accurate": PresetNotes("the CPU stack plus frozen MiniLM sentence embeddings (ridge + neighbours on them)",
-                            "minutes: embedding every listing on the CPU (bench/pricing.py --presets accurate --cv)",
-                            {"knn_views": "adds the emb view: neighbours and a ridge on frozen all-MiniLM-L6-v2 "
-                                          "embeddings of each listing; needs the nn extra"}),
+                             "neighbours": "fewer neighbours to search and summarise",
+                             "level2_splits": "one level-2 fit: the quickest",
+                             "level2_objectives": "the one fit takes `objective`"}),
     "ultra": PresetNotes("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest",
                          {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "loop.warmup": "the published 2 warmup epochs of 20"}),
     "fast": PresetNotes("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy",

@@ -170,15 +170,49 @@ class Level1:
         self.brands_ = brand_table(listings.brands, y, self.preset.brand_smoothing)
         return self
 
+    def out_of_fold_splits(self, listings: Listings, y: np.ndarray, splits: Sequence[np.ndarray],
+                           threads: int = 1, on_fold: Callable[[int], Any] | None = None) -> list[np.ndarray]:
+        """`out_of_fold` for each fold split (one fold per row each), the neighbour search done once for all splits.
+
+        Each view is searched once for 2k + 1 neighbours over all rows; a split keeps each row's first k
+        of other folds (the order a search without its fold gives). Rows left with fewer than k while
+        more rows matched are searched again without their fold.
+        """
+        if len(splits) == 1:
+            return [self.out_of_fold(listings, y, splits[0], threads, on_fold=on_fold)]
+        k = self.preset.neighbours
+        wide = {view: self.indices_[view].search(listings.views[view], 2 * k + 1, threads=threads)
+                for view in self.knn_views}
+        out = []
+        for folds in splits:
+            found = {}
+            for view, (index, sims) in wide.items():
+                other = (index >= 0) & (folds[np.maximum(index, 0)] != folds[:, None])
+                order = np.argsort(~other, axis=1, kind="stable")[:, :k]  # kept neighbours first, in search order
+                kept = np.take_along_axis(other, order, axis=1)
+                found_index = np.where(kept, np.take_along_axis(index, order, axis=1), -1)
+                found_sims = np.where(kept, np.take_along_axis(sims, order, axis=1), 0.0)
+                short = np.flatnonzero(~kept.all(axis=1) & (index[:, -1] >= 0))  # more rows matched than were kept
+                if len(short):
+                    found_index[short], found_sims[short] = self.indices_[view].search(
+                        listings.views[view][short], k, groups=folds, query_groups=folds[short], threads=threads)
+                found[view] = (found_index, found_sims)
+            out.append(self.out_of_fold(listings, y, folds, threads, found, on_fold=on_fold))
+        return out
+
     def out_of_fold(self, listings: Listings, y: np.ndarray, folds: np.ndarray, threads: int = 1,
+                    neighbours: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
                     on_fold: Callable[[int], Any] | None = None) -> np.ndarray:
         """Level-1 features of the training rows, each from models fitted without its fold (`folds`: fold per row).
 
-        `on_fold(fold)` is called as each fold is done."""
+        `neighbours`: each view's (index, similarity) of each row's neighbours of other folds, if already searched;
+        `on_fold(fold)` is called as each fold is done.
+        """
         out = np.zeros((len(listings), len(self.features)))
-        neighbours = {view: self.indices_[view].search(listings.views[view], self.preset.neighbours, groups=folds,
-                                                        query_groups=folds, threads=threads)
-                      for view in self.knn_views}
+        if neighbours is None:
+            neighbours = {view: self.indices_[view].search(listings.views[view], self.preset.neighbours, groups=folds,
+                                                            query_groups=folds, threads=threads)
+                          for view in self.knn_views}
         for fold in np.unique(folds):
             train, valid = np.flatnonzero(folds != fold), np.flatnonzero(folds == fold)
             part = Level1(self.preset)

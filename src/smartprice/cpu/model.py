@@ -1,6 +1,7 @@
 """The default CPU model as a plain fitted object: level-1 text ridges and neighbour statistics stacked under LightGBM.
 
-    texts -> parse + views (level1.parse) -> Level1 features -> LightGBM trees -> log1p(price)
+    texts -> parse + views (level1.parse) -> Level1 features -> LightGBM trees (level2.py: fits on several
+    stacking-fold splits, averaged into one model) -> log1p(price)
 
 `CpuModel` holds arrays and text only: it fits, saves, loads (everything read at once) and turns
 texts into LightGBM's input (`dense`). Scoring the trees, worker processes and the other things
@@ -21,7 +22,8 @@ import numpy as np
 
 from ..errors import ModelDirError, SettingsError
 from ..presets import CpuPreset
-from .difficulty import fit_difficulty, out_of_fold_prices
+from . import level2
+from .difficulty import fit_difficulty
 from .level1 import DENSE_FEATURES, Level1, Listings, check_knn_views, parse, view_spec
 from .views import TextViews
 
@@ -48,8 +50,9 @@ def check_range_settings(preset: CpuPreset) -> None:
 
 
 def fit_stages(preset: CpuPreset) -> int:
-    """How many stages `CpuModel.fit` reports: parse, level 1, one per neighbour view, one per fold, trees, ranges."""
-    return 4 + len(preset.knn_views) + preset.folds
+    """How many stages `CpuModel.fit` reports: parse, level 1, one per neighbour view, one per fold of each split,
+    trees, ranges."""
+    return 4 + len(preset.knn_views) + preset.folds * preset.level2_splits
 
 
 @dataclass
@@ -124,11 +127,10 @@ class CpuModel:
 
     def fit(self, texts: Sequence[str], y: np.ndarray, progress: Progress | None = None) -> CpuModel:
         """Fit on listing texts and their log1p(price); `progress(stage, done, total)` is called as stages finish."""
-        import lightgbm as lgb
-
         p = self.preset
         check_knn_views(p.knn_views)  # before any parsing or embedding work
         check_range_settings(p)
+        level2.check_level2_settings(p)
         total, done = fit_stages(p), 0
 
         def stage(name: str) -> None:
@@ -144,30 +146,27 @@ class CpuModel:
         stage(f"parsed and vectorised {len(texts)} listings")
         self.level1_ = Level1(p).fit(listings, y, threads=p.threads, on_index=lambda view: stage(f"neighbour index: {view}"))
         stage("level 1 fitted on all rows")
-        folds = np.random.default_rng(p.seed).permutation(len(y)) % p.folds
-        stack = self.level1_.out_of_fold(listings, y, folds, threads=p.threads,
-                                         on_fold=lambda fold: stage(f"out-of-fold level 1, fold {fold + 1}/{p.folds}"))
-        dense = np.hstack([stack, listings.raw])
+        splits = level2.fold_splits(len(y), p)  # one level-2 fit per stacking-fold split, averaged (level2.py)
+        denses = [np.hstack([stack, listings.raw]) for stack in self.level1_.out_of_fold_splits(
+            listings, y, splits, threads=p.threads, on_fold=lambda fold: stage(f"out-of-fold level 1, fold {fold + 1}"))]
         names = list(self.level1_.features + DENSE_FEATURES)
-        booster = lgb.train(self.lgb_params(len(y)), lgb.Dataset(dense, y, feature_name=names, free_raw_data=True),
-                            num_boost_round=p.trees)
-        self.trees_text_ = booster.model_to_string()
+        self.trees_text_ = level2.fit(denses, y, names, self.lgb_params(len(y)), p).model_to_string()
         stage(f"LightGBM, {p.trees} trees")
-        self._fit_ranges(dense, y, folds)
+        self._fit_ranges(denses, y, splits)
         stage("price ranges")
         return self
 
-    def _fit_ranges(self, dense: np.ndarray, y: np.ndarray, folds: np.ndarray) -> None:
+    def _fit_ranges(self, denses: list[np.ndarray], y: np.ndarray, splits: list[np.ndarray]) -> None:
         """What the price ranges calibrate on: out-of-fold prices of the whole stack and, adaptive, each row's difficulty."""
         p = self.preset
         self.calibration_, self.difficulty_ = None, None
         if p.range_method == "none":
             return
         params = self.lgb_params(len(y))
-        held_out = out_of_fold_prices(dense, y, folds, params, p.range_trees, p.trees / p.range_trees)
+        held_out = level2.out_of_fold(denses, y, splits, params, p)
         sigmas = None
         if p.range_method == "adaptive":
-            booster, sigmas, floor = fit_difficulty(dense, y - held_out, params, p.difficulty_trees, p.seed)
+            booster, sigmas, floor = fit_difficulty(denses[0], y - held_out, params, p.difficulty_trees, p.seed)
             self.difficulty_ = DifficultyTrees(booster.model_to_string(), floor)
         self.calibration_ = (held_out, y, sigmas)
 
