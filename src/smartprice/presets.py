@@ -73,13 +73,12 @@ class CpuPreset:
                                "`trees`): ranges cost a fraction of a fit (bench/ranges.py)")
     difficulty_trees: int = setting(50, "trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave "
                                     "the same coverage and width on train.csv folds")
-    level2_splits: int = setting(3, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
-                                 "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees: "
-                                 "predict scores as many trees as one fit; smartprice cv on train.csv (--seed 42, "
-                                 "docs/accuracy.md): 3 splits -0.20 ± 0.10 SMAPE against 1")
-    level2_objectives: tuple = setting(("huber", "l1", "huber"), "objective of each split's fit, in turn (empty: "
-                                       "`objective`); an l1 fit among huber ones: -0.07 more on seed-0 folds "
-                                       "(smartprice cv, docs/accuracy.md)")
+    level2_splits: int = setting(1, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
+                                 "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees; "
+                                 "3 splits (huber, l1, huber): -0.20 ± 0.10 CV SMAPE (smartprice cv --seed 42, "
+                                 "docs/accuracy.md) for a fit several times longer, so 1 stays the default")
+    level2_objectives: tuple = setting((), "objective of each split's fit, in turn (empty: `objective`); an l1 fit "
+                                       "among huber ones: -0.07 more on seed-0 folds (smartprice cv, docs/accuracy.md)")
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class BlendPreset:
 
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
-    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10, level2_splits=1, level2_objectives=()),
+    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
                           dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), loss="smape",
@@ -168,9 +167,7 @@ PRESET_NOTES: dict[str, PresetNotes] = {
     "cpu-fast": PresetNotes("the CPU stack with fewer folds and trees", "less than cpu (bench/pricing.py --presets cpu-fast)",
                             {"folds": "3 folds: fewer level-1 fits", "trees": "fewer trees, each a larger step",
                              "learning_rate": "larger steps for fewer trees",
-                             "neighbours": "fewer neighbours to search and summarise",
-                             "level2_splits": "one level-2 fit: the quickest",
-                             "level2_objectives": "the one fit takes `objective`"}),
+                             "neighbours": "fewer neighbours to search and summarise"}),
     "ultra": PresetNotes("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest",
                          {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "loop.warmup": "the published 2 warmup epochs of 20"}),
     "fast": PresetNotes("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy",
