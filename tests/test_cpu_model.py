@@ -65,6 +65,16 @@ def test_exact_search_matches_brute_force(queries):
     np.testing.assert_allclose(sims, expected_sims, rtol=1e-5, atol=1e-6)
 
 
+def test_large_ties_are_cut_by_lower_row_on_every_path():
+    """40 identical rows tie for 10 places: the product (many queries) and the block (one query) keep rows 0..9."""
+    rows = sp.vstack([_random_rows(1, 5)] * 40 + [_random_rows(60, 6)], format="csr")
+    index = NeighbourIndex(SearchSpec(method="exact", max_df=1.0)).fit(rows)
+    many, _ = index.search(sp.vstack([rows[:1]] * 40, format="csr"), 10, threads=2)
+    one, _ = index.search(rows[:1], 10)
+    np.testing.assert_array_equal(many, np.tile(np.arange(10), (40, 1)))
+    np.testing.assert_array_equal(one, np.arange(10)[None, :])
+
+
 def test_out_of_fold_search_skips_own_group():
     rows = _random_rows(300, 2)
     groups = np.arange(300) % 3

@@ -183,19 +183,35 @@ class NeighbourIndex:
         """
         n, wanted = queries.shape[0], min(self.size, k + TIE_MARGIN)
         if n < SMALL_BATCH or not sp.issparse(self.rows_) or exclude is not None:
-            block = queries @ (self.rows_t_ if sp.issparse(self.rows_) else self.rows_.T)  # (n, rows)
-            block = block.toarray() if sp.issparse(block) else np.asarray(block)
-            if exclude is not None:
-                block[:, exclude] = 0
-            top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted]
-            top_sims = np.take_along_axis(block, top, axis=1)
-            if sp.issparse(self.rows_):
-                top[top_sims == 0] = -1  # no shared term: not a neighbour (the top-k product keeps no zeros either)
-            return _best(top, top_sims, k)
+            return self._block_top(queries, k, wanted, exclude)
         from sparse_dot_topn import sp_matmul_topn
 
         product = sp_matmul_topn(queries, self.rows_t_, top_n=wanted, n_threads=threads if threads > 1 else None)
-        return _best(*_product_arrays(product, wanted), k)
+        candidates, sims = _product_arrays(product, wanted)
+        index, best = _best(candidates, sims, k)
+        # More rows tied with the k-th than the candidates hold: the product cut the tie arbitrarily; cut it by row.
+        last = np.where(candidates >= 0, sims, np.inf).min(axis=1)
+        tied = np.flatnonzero((candidates[:, -1] >= 0) & (index[:, -1] >= 0) & (last >= best[:, -1]))
+        if len(tied):
+            index[tied], best[tied] = self._block_top(queries[tied], k, wanted, None)
+        return index, best
+
+    def _block_top(self, queries: Any, k: int, wanted: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k from the whole (queries, rows) similarity block: a few queries, or ties to cut by row."""
+        block = queries @ (self.rows_t_ if sp.issparse(self.rows_) else self.rows_.T)  # (n, rows)
+        block = block.toarray() if sp.issparse(block) else np.asarray(block)
+        if exclude is not None:
+            block[:, exclude] = 0
+        top = np.argpartition(-block, wanted - 1, axis=1)[:, :wanted]
+        top_sims = np.take_along_axis(block, top, axis=1)
+        kth = top_sims.min(axis=1)
+        for row in np.flatnonzero((kth > 0) & ((block >= kth[:, None]).sum(axis=1) > wanted)):
+            above = np.flatnonzero(block[row] > kth[row])  # more rows tie at the cut than fit: the lowest rows of the tie
+            top[row] = np.concatenate([above, np.flatnonzero(block[row] == kth[row])[:wanted - len(above)]])
+            top_sims[row] = block[row, top[row]]
+        if sp.issparse(self.rows_):
+            top[top_sims == 0] = -1  # no shared term: not a neighbour (the top-k product keeps no zeros either)
+        return _best(top, top_sims, k)
 
     def _pruned(self, queries: Any, k: int, threads: int, exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from the strong terms' top-k product, re-scored with the exact cosine.
