@@ -36,6 +36,7 @@ TREES_FILE = "lightgbm.txt"
 LISTINGS_FILE = "train_listings.npz"  # training item names (UTF-8 bytes + offsets) and prices, for explanations
 RETRAIN = "it was saved by an older smartprice whose CPU model layout this version cannot read; retrain it"
 RANGE_METHODS = ("adaptive", "constant", "none")
+SMALL_ROWS = 20_000  # below, the ranges' small LightGBM fits run on one thread: a second only adds start-up and waiting
 
 Progress = Callable[[str, int, int], Any]  # (stage, done, total): what fit reports, for a progress bar
 
@@ -162,7 +163,7 @@ class CpuModel:
         self.calibration_, self.difficulty_ = None, None
         if p.range_method == "none":
             return
-        params = self.lgb_params(len(y))
+        params = {**self.lgb_params(len(y)), "num_threads": 1 if len(y) < SMALL_ROWS else p.threads}
         held_out = level2.out_of_fold(denses, y, splits, params, p)
         sigmas = None
         if p.range_method == "adaptive":

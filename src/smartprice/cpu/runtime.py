@@ -81,8 +81,9 @@ class CpuStack:
         if self.difficulty is None:
             return self.predict(texts), None
         dense = self._dense(texts)
-        return (self.trees.predict(dense, threads=self.preset.threads),
-                np.maximum(self.difficulty.predict(dense, threads=self.preset.threads), self.model.difficulty_.floor))
+        threads = self.preset.threads if len(texts) >= BATCH_ROWS else 1  # no thread team started for a few rows
+        return (self.trees.predict(dense, threads=threads),
+                np.maximum(self.difficulty.predict(dense, threads=threads), self.model.difficulty_.floor))
 
     def calibration(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
         """Out-of-fold log prices, true log prices and difficulties of the training rows (just after fit), or None."""
