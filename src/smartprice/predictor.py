@@ -94,8 +94,9 @@ class PricePredictor:
 
         The range comes from conformal prediction on rows the model was not fitted on (see ranges.py).
         """
-        prices, ranges = self.predict_ranges(frame, check_coverages(coverage)[:1])
-        low, high = next(iter(ranges.values())) if ranges else (prices, prices)
+        level = check_coverages(coverage)[0]
+        prices, ranges = self.predict_ranges(frame, [level])
+        low, high = ranges[level]
         return pd.DataFrame({"price": prices, "price_low": low, "price_high": high}, index=frame.index)
 
     def predict_ranges(self, frame: pd.DataFrame, coverages: list[float]) -> tuple[np.ndarray, dict[float, Bounds]]:
