@@ -222,6 +222,32 @@ def test_kv_cache_matches_full_forward(use_kernel):
     assert cached == uncached
 
 
+@pytest.mark.parametrize("variant", [{}, {"block_attention": "off"}], ids=["mu", "block_attention=off"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_one_call_decode_step_equals_the_layers_forward(variant, batch):
+    """mu.decode's kernel step (one call through every layer) = the full forward, position by position,
+    across a buffer regrowth; greedy generation through it = uncached generation; it declines where it does not apply."""
+    _kernel_or_skip()
+    from mu.decode import Decoder
+
+    torch.manual_seed(0)
+    model = MU(MUConfig(**{**TINY, "max_seq_len": 48}, **variant)).eval()
+    idx = torch.randint(0, 97, (batch, 40))
+    with torch.inference_mode():
+        full = model.hidden(idx)
+        caches = [{} for _ in model.layers]
+        model.hidden(idx[:, :3], caches, start=0)  # row buffers of 16: positions 16.. regrow them
+        decoder = Decoder.build(model)
+        steps = [decoder.hidden(idx[:, t:t + 1], caches, t) for t in range(3, 40)]
+        assert decoder.hidden(idx[:, 5:6], caches, 5) is None  # not the next position: left to the layers
+    assert torch.allclose(torch.cat(steps, dim=1), full[:, 3:], atol=1e-5)
+    greedy = {"temperature": 0, "repetition_penalty": 1.0}
+    assert generate(model, [5, 6], 30, use_cache=True, **greedy) == generate(model, [5, 6], 30, use_cache=False, **greedy)
+    assert Decoder.build(build_model(MUConfig(**TINY, gate="off"))) is None
+    assert Decoder.build(build_model(MUConfig(**TINY, arch="transformer"))) is None
+    assert Decoder.build(MU(MUConfig(**TINY)).train()) is None
+
+
 VARIANTS = [{"gate": "off"}, {"block_attention": "off"}, {"arch": "transformer"}, {"arch": "transformer", "width": 0}]
 
 

@@ -53,17 +53,25 @@ def _extend_rows(cache: dict | None, name: str, rows: torch.Tensor) -> tuple[tor
     (B, S, 192) and the number there were before. Preallocated buffer, doubled when full, as `_extend_cache`."""
     if cache is None:
         return rows, 0
-    B, T, width = rows.shape
+    past = cache.get(name, (None, 0))[1]
+    end = past + rows.shape[1]
+    buffer = reserve_rows(cache, name, end, rows)
+    buffer[:, past:end] = rows
+    return buffer[:, :end], past
+
+
+def reserve_rows(cache: dict, name: str, end: int, like: torch.Tensor | None = None) -> torch.Tensor:
+    """A cache's row buffer with room for `end` rows (grown to twice that when short, like `like` (B, T, width)
+    where there is none yet), recorded as holding `end` rows; the caller writes the new ones."""
     buffer, past = cache.get(name, (None, 0))
-    end = past + T
     if buffer is None or buffer.shape[1] < end:
-        grown = rows.new_empty(B, max(16, 2 * end), width)
+        source = buffer if buffer is not None else like
+        grown = source.new_empty(source.shape[0], max(16, 2 * end), source.shape[2])
         if buffer is not None:
             grown[:, :past] = buffer[:, :past]
         buffer = grown
-    buffer[:, past:end] = rows
     cache[name] = (buffer, end)
-    return buffer[:, :end], past
+    return buffer
 
 
 def _kernel_form(wanted: bool, qkv: torch.Tensor, cache: dict | None, name: str) -> bool:

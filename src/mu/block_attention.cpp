@@ -279,3 +279,46 @@ torch::Tensor cross_backward(torch::Tensor dy, torch::Tensor dentropy, torch::Te
   });
   return dqkv;
 }
+
+// Cached generation: one new position of B sequences through every MU layer in one call. At one token
+// a layer is some twenty tiny operations; from Python each costs its dispatch (~5-10 us), several times
+// its arithmetic. Here the same ATen operations run in the order MULayer.forward runs them (same
+// results), with the two attentions read from the layers' projection-row caches. x: (B, 64) the
+// embedded token; idx: (B,) its id (the gate's affinity); weights: LAYER_WEIGHTS tensors per layer in
+// the order mu/decode.py lists them (an empty block QKV weight: block attention off); rows: each
+// layer's block-attention and cross-attention row buffers (B, capacity > past, 192), in turn; row `past`
+// is written. Returns the last layer's output (B, 64).
+namespace {
+constexpr int64_t LAYER_WEIGHTS = 22;
+}  // namespace
+
+torch::Tensor decode(torch::Tensor x, torch::Tensor idx, std::vector<torch::Tensor> weights,
+                     std::vector<torch::Tensor> rows, int64_t past) {
+  const int64_t layers = static_cast<int64_t>(rows.size()) / 2, B = x.size(0);
+  TORCH_CHECK(static_cast<int64_t>(weights.size()) == layers * LAYER_WEIGHTS && x.dim() == 2 && x.size(1) == CW,
+              "decode: weights, row buffers and x (B, 64) do not match");
+  for (int64_t l = 0; l < layers; ++l) {
+    const torch::Tensor* w = weights.data() + l * LAYER_WEIGHTS;
+    torch::Tensor& block_rows = rows[2 * l];
+    torch::Tensor& cross_rows = rows[2 * l + 1];
+    TORCH_CHECK(cross_rows.size(1) > past && (w[0].numel() == 0 || block_rows.size(1) > past),
+                "decode: a row buffer has no room for position ", past);
+    torch::Tensor blocks = x;
+    if (w[0].numel() > 0) {
+      block_rows.select(1, past).copy_(at::addmm(w[1], x, w[0].t()));
+      auto y = forward(block_rows.narrow(1, 0, past + 1), 2 * 16, 1 / std::sqrt(2.0), past)[0];
+      blocks = at::addmm(w[3], y.view({B, CW}), w[2].t());
+    }
+    cross_rows.select(1, past).copy_(at::addmm(w[5], blocks, w[4].t()));
+    auto cross = cross_forward(cross_rows.narrow(1, 0, past + 1), 1 / std::sqrt(8.0), past);
+    auto attn = at::addmm(w[7], cross[0].view({B, CW}), w[6].t());
+    auto z = at::layer_norm(x + attn, {CW}, w[8], w[9], 1e-5);
+    auto hidden = at::gelu(at::addmm(w[11], z, w[10].t()));
+    z = at::layer_norm(z + at::addmm(w[13], hidden, w[12].t()), {CW}, w[14], w[15], 1e-5);
+    auto features = at::cat({w[16].index_select(0, idx), cross[1].view({B, 1})}, 1);
+    auto gate = at::addmm(w[21], at::gelu(at::addmm(w[19], features, w[18].t())), w[20].t());
+    auto strength = w[17] * at::sigmoid(gate);
+    x = at::lerp(x.view({B, 16, 4}), z.view({B, 16, 4}), strength.unsqueeze(-1)).view({B, CW});
+  }
+  return x;
+}

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 import torch
 
+from .decode import Decoder
 from .model import LanguageModel
 
 
@@ -86,13 +87,17 @@ def _decode(model: LanguageModel, tokens: list[int], max_new_tokens: int, temper
     """The sampling loop of `generate`: appends to `tokens` in place."""
     limit = model.config.max_seq_len
     caches: list[dict] | None = None
+    decoder = Decoder.build(model) if use_cache else None  # one kernel call per new token, where it applies
     for _ in range(max_new_tokens):
         if use_cache and len(tokens) <= limit:
             if caches is None:
                 caches = [{} for _ in model.layers]
                 hidden = model.hidden(torch.tensor([tokens], device=device), caches, start=0)
             else:
-                hidden = model.hidden(torch.tensor([[tokens[-1]]], device=device), caches, start=len(tokens) - 1)
+                new = torch.tensor([[tokens[-1]]], device=device)
+                hidden = decoder.hidden(new, caches, len(tokens) - 1) if decoder is not None else None
+                if hidden is None:
+                    hidden = model.hidden(new, caches, start=len(tokens) - 1)
         else:
             window = tokens[-limit:]
             hidden = model.hidden(torch.tensor([window], device=device))

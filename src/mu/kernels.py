@@ -54,7 +54,7 @@ def load():
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(name=f"mu_block_attention_{_machine_tag()}", cpp_sources=SOURCE.read_text(),
-                              functions=["forward", "backward", "cross_forward", "cross_backward"], verbose=False,
+                              functions=["forward", "backward", "cross_forward", "cross_backward", "decode"], verbose=False,
                               extra_cflags=["-O3", "-ffast-math", "-fopenmp-simd", "-march=native"])
     except Exception as error:  # no compiler, no ninja, no headers: SDPA does the same arithmetic, slower
         log.warning("MU's attention kernels could not be built (%s); using the PyTorch forms (slower)",
