@@ -51,6 +51,11 @@ class CpuPreset:
     neighbour_candidates: int = setting(2, "pruned: neighbours x 2 candidates re-scored with the exact cosine per listing")
     unit_ridge: bool = setting(True, "a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE "
                                "(smartprice cv on train.csv)")
+    unit_ridge_dims: bool = setting(True, "also a unit-price word ridge per unit dimension (mass, volume, count), each "
+                                    "row scored by its dimension's; with neighbour_spread -0.24 ± 0.12 CV SMAPE "
+                                    "(smartprice cv --seed 42, docs/accuracy.md)")
+    neighbour_spread: bool = setting(True, "also how far neighbour prices disagree per view (weighted std, "
+                                     "interquartile range of their log prices): tells level 2 when to trust them")
     embed_encoder: str = setting("minilm", 'frozen sentence encoder of the "emb" view (all-MiniLM-L6-v2, shipped '
                                  "offline)")
     embed_max_length: int = setting(128, "tokens embedded per listing: the name and first bullets")
@@ -73,12 +78,17 @@ class CpuPreset:
                                "`trees`): ranges cost a fraction of a fit (bench/ranges.py)")
     difficulty_trees: int = setting(50, "trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave "
                                     "the same coverage and width on train.csv folds")
-    level2_splits: int = setting(1, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
-                                 "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees; "
-                                 "3 splits (huber, l1, huber): -0.20 ± 0.10 CV SMAPE (smartprice cv --seed 42, "
-                                 "docs/accuracy.md) for a fit several times longer, so 1 stays the default")
-    level2_objectives: tuple = setting((), "objective of each split's fit, in turn (empty: `objective`); an l1 fit "
-                                       "among huber ones: -0.07 more on seed-0 folds (smartprice cv, docs/accuracy.md)")
+    level2_splits: int = setting(3, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
+                                 "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees "
+                                 "(predict scores no more trees); alone -0.20 ± 0.10 CV SMAPE, with unit_ridge_dims and "
+                                 "neighbour_spread -0.44 ± 0.13 (smartprice cv --seed 42, docs/accuracy.md)")
+    level2_objectives: tuple = setting(("huber", "l1", "huber"), "objective of each split's fit, in turn (empty: "
+                                       "`objective`); an l1 fit among huber ones: -0.07 more on seed-0 folds "
+                                       "(smartprice cv, docs/accuracy.md)")
+
+    # Fields that change what a saved model computes at predict time, with the value that reproduces a
+    # model saved before the field existed (presets.saved_preset reads an absent field as this, not the default).
+    SAVED_BEFORE = {"unit_ridge_dims": False, "neighbour_spread": False}
 
 
 @dataclass(frozen=True)
@@ -139,7 +149,8 @@ class BlendPreset:
 
 PRESETS: dict[str, Any] = {
     "cpu": CpuPreset(),
-    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10),
+    "cpu-fast": CpuPreset(folds=3, trees=400, learning_rate=0.06, neighbours=10, unit_ridge_dims=False,
+                          neighbour_spread=False, level2_splits=1, level2_objectives=()),
     "ultra": FusionPreset(encoder="microsoft/deberta-v3-base", max_length=384, feature_set=25,
                           head=(768, 768, 384, 192, 64), norm="batch", activation="relu",
                           dropouts=(0.1, 0.1, 0.1, 0.1, 0.1), loss="smape",
@@ -167,7 +178,10 @@ PRESET_NOTES: dict[str, PresetNotes] = {
     "cpu-fast": PresetNotes("the CPU stack with fewer folds and trees", "less than cpu (bench/pricing.py --presets cpu-fast)",
                             {"folds": "3 folds: fewer level-1 fits", "trees": "fewer trees, each a larger step",
                              "learning_rate": "larger steps for fewer trees",
-                             "neighbours": "fewer neighbours to search and summarise"}),
+                             "neighbours": "fewer neighbours to search and summarise",
+                             "unit_ridge_dims": "fewer ridges to fit", "neighbour_spread": "as before the spread",
+                             "level2_splits": "one level-2 fit: a third of the level-1 refits",
+                             "level2_objectives": "one fit, the objective's"}),
     "ultra": PresetNotes("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest",
                          {**dict.fromkeys(_SEED_FIELDS, PUBLISHED), "loop.warmup": "the published 2 warmup epochs of 20"}),
     "fast": PresetNotes("seed fusion model on RoBERTa-base with the fewest engineered features", "GPU; heavy",
@@ -250,6 +264,7 @@ def saved_preset(cls: type, data: Mapping[str, Any]) -> Any:
     if data.get("fusion_sets"):  # written before `inner` existed: "epochs=2;max_length=96"
         pairs = (pair.split("=", 1) for pair in data["fusion_sets"].split(";") if "=" in pair)
         data = {**data, "inner": [[f"fusion.{k.strip()}", v.strip()] for k, v in pairs]}
+    data = {**getattr(cls, "SAVED_BEFORE", {}), **data}  # fields added later: absent means the behaviour before them
     return _from_values(cls(), _nest_loop_fields(cls, data), "")
 
 

@@ -19,7 +19,7 @@ from ..catalog import CatalogFields, split_catalog_content
 from ..errors import SettingsError
 from ..features import EXTRA_FEATURES, FEATURES_25, listing_row
 from ..presets import CpuPreset
-from .neighbours import STATS, NeighbourIndex, NeighbourStats, SearchSpec
+from .neighbours import SPREAD, STATS, NeighbourIndex, NeighbourStats, SearchSpec
 from .views import TextViews, ViewSpec
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,20 @@ DENSE_FEATURES = tuple(n for n in FEATURES_25 if n not in ("brand", "category"))
 KNN_VIEWS = ("name", "word", "char", "emb")
 
 
-def stack_features(knn_views: Sequence[str], unit_ridge: bool = False) -> tuple[str, ...]:
-    """Names of the level-1 features, in column order: ridges, neighbour statistics per view, brand."""
-    knn = tuple(f"knn_{stat}" if view == "name" else f"knn_{view}_{stat}" for view in knn_views for stat in STATS)
+UNIT_DIMENSIONS = ("mass", "volume", "count")  # one unit-price ridge each with unit_ridge_dims (dim_* columns)
+MIN_DIMENSION_ROWS = 20  # fewer training rows of a dimension: no ridge of its own (its rows get 0, as rows without a unit)
+
+
+def stack_features(knn_views: Sequence[str], unit_ridge: bool = False, unit_dims: bool = False,
+                   spread: bool = False) -> tuple[str, ...]:
+    """Names of the level-1 features, in column order: ridges, neighbour statistics per view (then their
+    spread per view), brand."""
+    def knn(stats: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f"knn_{stat}" if view == "name" else f"knn_{view}_{stat}" for view in knn_views for stat in stats)
+
     ridges = ("ridge_word", "ridge_char") + (("ridge_word_unit",) if unit_ridge else ()) + \
-        (("ridge_emb",) if "emb" in knn_views else ())
-    return (*ridges, *knn, "brand_mean", "brand_count")
+        (("ridge_unit_dimension",) if unit_dims else ()) + (("ridge_emb",) if "emb" in knn_views else ())
+    return (*ridges, *knn(STATS), *(knn(SPREAD) if spread else ()), "brand_mean", "brand_count")
 
 
 def check_knn_views(views: Sequence[str]) -> tuple[str, ...]:
@@ -98,6 +106,11 @@ def parse(texts: Sequence[str], text_views: TextViews, fit: bool = False, embedd
     return Listings(views, np.vstack(raw), brands, names, np.concatenate(log_qty))
 
 
+def dimension_rows(raw: np.ndarray) -> dict[str, np.ndarray]:
+    """Row positions of the listings whose unit is of each dimension (mass, volume, count), from the parsed columns."""
+    return {name: np.flatnonzero(raw[:, DENSE_FEATURES.index(f"dim_{name}")] > 0) for name in UNIT_DIMENSIONS}
+
+
 def brand_table(brands: Sequence[str], y: np.ndarray, smoothing: float) -> dict[str, tuple[float, int]]:
     """Smoothed mean log price and row count per brand guess ("" = no brand, left out)."""
     prior = float(y.mean())
@@ -129,6 +142,16 @@ class Linear:
         ridge = Ridge(alpha=alpha).fit(x, y)
         return cls(ridge.coef_.astype(np.float32), float(ridge.intercept_))
 
+    @classmethod
+    def fit_targets(cls, x: Any, targets: Sequence[np.ndarray], alpha: float) -> list[Linear]:
+        """One ridge per target on the same rows, fitted together (the column statistics are computed once)."""
+        if len(targets) == 1:
+            return [cls.fit(x, targets[0], alpha)]
+        from sklearn.linear_model import Ridge
+
+        ridge = Ridge(alpha=alpha).fit(x, np.column_stack(targets))
+        return [cls(coef.astype(np.float32), float(b)) for coef, b in zip(ridge.coef_, ridge.intercept_)]
+
     def predict(self, x: Any) -> np.ndarray:
         return np.asarray(x @ self.coef, dtype=np.float64).ravel() + self.intercept
 
@@ -144,14 +167,20 @@ class Level1:
 
     @property
     def features(self) -> tuple[str, ...]:
-        return stack_features(self.knn_views, self.preset.unit_ridge)
+        p = self.preset
+        return stack_features(self.knn_views, p.unit_ridge, p.unit_ridge_dims, p.neighbour_spread)
 
     def _ridges(self, listings: Listings, y: np.ndarray) -> dict[str, Linear]:
         p = self.preset
-        ridges = {"word": Linear.fit(listings.views["word"], y, p.ridge_alpha),
-                  "char": Linear.fit(listings.views["char"], y, p.ridge_alpha)}
-        if p.unit_ridge:  # log price per unit of quantity: comparable across pack sizes; log quantity added back
-            ridges["unit"] = Linear.fit(listings.views["word"], y - listings.log_qty, p.ridge_alpha)
+        # log price per unit of quantity: comparable across pack sizes (log quantity added back); one fit with the word ridge
+        targets = [y, y - listings.log_qty] if p.unit_ridge else [y]
+        ridges = dict(zip(("word", "unit"), Linear.fit_targets(listings.views["word"], targets, p.ridge_alpha)))
+        ridges["char"] = Linear.fit(listings.views["char"], y, p.ridge_alpha)
+        if p.unit_ridge_dims:  # the same per unit dimension: a gram and a millilitre are priced apart
+            for name, rows in dimension_rows(listings.raw).items():
+                if len(rows) >= MIN_DIMENSION_ROWS:
+                    ridges[f"unit_{name}"] = Linear.fit(listings.views["word"][rows], y[rows] - listings.log_qty[rows],
+                                                        p.ridge_alpha)
         if "emb" in self.knn_views:
             ridges["emb"] = Linear.fit(listings.views["emb"], y, p.embed_ridge_alpha)
         return ridges
@@ -236,9 +265,17 @@ class Level1:
         ridges = [self.ridges_["word"].predict(listings.views["word"]), self.ridges_["char"].predict(listings.views["char"])]
         if "unit" in self.ridges_:
             ridges.append(self.ridges_["unit"].predict(listings.views["word"]) + listings.log_qty)
+        if self.preset.unit_ridge_dims:
+            per_unit = np.zeros(len(listings))
+            for name, rows in dimension_rows(listings.raw).items():
+                if f"unit_{name}" in self.ridges_ and len(rows):
+                    per_unit[rows] = self.ridges_[f"unit_{name}"].predict(listings.views["word"][rows]) + listings.log_qty[rows]
+            ridges.append(per_unit)
         if "emb" in self.ridges_:
             ridges.append(self.ridges_["emb"].predict(listings.views["emb"]))
         knn = [self.stats_.transform(*found[view], listings.log_qty) for view in self.knn_views]
+        if self.preset.neighbour_spread:
+            knn += [self.stats_.spread(*found[view]) for view in self.knn_views]
         return np.hstack([np.column_stack(ridges), *knn, brand_lookup(listings.brands, self.brands_, self.y_mean_)])
 
     # --- persistence ------------------------------------------------------------------------

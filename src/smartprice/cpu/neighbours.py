@@ -27,6 +27,7 @@ from ..errors import SettingsError
 log = logging.getLogger(__name__)
 
 STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
+SPREAD = ("spread", "iqr")  # columns of NeighbourStats.spread
 BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
 SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
 MIN_DROP_ROWS = 100    # a term is frequent only beyond this many rows too: small catalogs keep every term
@@ -348,4 +349,16 @@ class NeighbourStats:
         out[:, 3] = sims[:, 0]
         out[:, 4] = sims.mean(1)
         out[:, 5] = (weights * unit).sum(1) / weights.sum(1) + log_qty
+        return out
+
+    def spread(self, index: np.ndarray, sims: np.ndarray) -> np.ndarray:
+        """(n, 2): how far the neighbours' prices disagree: similarity-weighted standard deviation and
+        interquartile range of their log prices (where they agree, their mean is worth more)."""
+        missing = index < 0
+        prices = np.where(missing, self.prior_, self.y_[np.maximum(index, 0)])
+        weights = np.where(missing, 0.0, np.clip(sims, 1e-3, None) ** 2) + 1e-12
+        mean = (weights * prices).sum(1) / weights.sum(1)
+        out = np.empty((len(index), len(SPREAD)))
+        out[:, 0] = np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(1) / weights.sum(1))
+        out[:, 1] = np.quantile(prices, 0.75, axis=1) - np.quantile(prices, 0.25, axis=1)
         return out
