@@ -78,13 +78,13 @@ class CpuPreset:
                                "`trees`): ranges cost a fraction of a fit (bench/ranges.py)")
     difficulty_trees: int = setting(50, "trees of the difficulty model (7 leaves) behind the adaptive ranges: 100 gave "
                                     "the same coverage and width on train.csv folds")
-    level2_splits: int = setting(3, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
+    level2_splits: int = setting(2, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
                                  "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees "
-                                 "(predict scores no more trees); alone -0.20 ± 0.10 CV SMAPE, with unit_ridge_dims and "
-                                 "neighbour_spread -0.44 ± 0.13 (smartprice cv --seed 42, docs/accuracy.md)")
-    level2_objectives: tuple = setting(("huber", "l1", "huber"), "objective of each split's fit, in turn (empty: "
-                                       "`objective`); an l1 fit among huber ones: -0.07 more on seed-0 folds "
-                                       "(smartprice cv, docs/accuracy.md)")
+                                 "(predict scores no more trees); with unit_ridge_dims and neighbour_spread, 2 splits "
+                                 "(huber, l1): -0.53 ± 0.13 CV SMAPE, 3 (huber, l1, huber): -0.47 ± 0.13, for more fit "
+                                 "(smartprice cv --seed 42, docs/accuracy.md)")
+    level2_objectives: tuple = setting(("huber", "l1"), "objective of each split's fit, in turn (empty: `objective`): "
+                                       "an l1 fit beside a huber one averages two kinds of error")
 
     # Fields that change what a saved model computes at predict time, with the value that reproduces a
     # model saved before the field existed (presets.saved_preset reads an absent field as this, not the default).

@@ -31,6 +31,9 @@ KNN_VIEWS = ("name", "word", "char", "emb")
 
 
 UNIT_DIMENSIONS = ("mass", "volume", "count")  # one unit-price ridge each with unit_ridge_dims (dim_* columns)
+# The ridges' conjugate-gradient tolerance: 1e-3 fits a quarter quicker than scikit-learn's 1e-4, and moves
+# held-out log prices by 0.0003 on average (train.csv), far below what the model gets wrong.
+RIDGE_TOL = 1e-3
 MIN_DIMENSION_ROWS = 20  # fewer training rows of a dimension: no ridge of its own (its rows get 0, as rows without a unit)
 
 
@@ -139,7 +142,7 @@ class Linear:
     def fit(cls, x: Any, y: np.ndarray, alpha: float) -> Linear:
         from sklearn.linear_model import Ridge
 
-        ridge = Ridge(alpha=alpha).fit(x, y)
+        ridge = Ridge(alpha=alpha, tol=RIDGE_TOL).fit(x, y)
         return cls(ridge.coef_.astype(np.float32), float(ridge.intercept_))
 
     @classmethod
@@ -149,7 +152,7 @@ class Linear:
             return [cls.fit(x, targets[0], alpha)]
         from sklearn.linear_model import Ridge
 
-        ridge = Ridge(alpha=alpha).fit(x, np.column_stack(targets))
+        ridge = Ridge(alpha=alpha, tol=RIDGE_TOL).fit(x, np.column_stack(targets))
         return [cls(coef.astype(np.float32), float(b)) for coef, b in zip(ridge.coef_, ridge.intercept_)]
 
     def predict(self, x: Any) -> np.ndarray:
