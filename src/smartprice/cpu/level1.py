@@ -268,11 +268,12 @@ class Level1:
         ridges = [self.ridges_["word"].predict(listings.views["word"]), self.ridges_["char"].predict(listings.views["char"])]
         if "unit" in self.ridges_:
             ridges.append(self.ridges_["unit"].predict(listings.views["word"]) + listings.log_qty)
-        if self.preset.unit_ridge_dims:
+        if self.preset.unit_ridge_dims:  # each row scored by its dimension's ridge (all rows at once: no row slicing)
             per_unit = np.zeros(len(listings))
             for name, rows in dimension_rows(listings.raw).items():
                 if f"unit_{name}" in self.ridges_ and len(rows):
-                    per_unit[rows] = self.ridges_[f"unit_{name}"].predict(listings.views["word"][rows]) + listings.log_qty[rows]
+                    scores = self.ridges_[f"unit_{name}"].predict(listings.views["word"]) + listings.log_qty
+                    per_unit[rows] = scores[rows]
             ridges.append(per_unit)
         if "emb" in self.ridges_:
             ridges.append(self.ridges_["emb"].predict(listings.views["emb"]))

@@ -360,5 +360,6 @@ class NeighbourStats:
         mean = (weights * prices).sum(1) / weights.sum(1)
         out = np.empty((len(index), len(SPREAD)))
         out[:, 0] = np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(1) / weights.sum(1))
-        out[:, 1] = np.quantile(prices, 0.75, axis=1) - np.quantile(prices, 0.25, axis=1)
+        lower, upper = np.quantile(prices, (0.25, 0.75), axis=1)
+        out[:, 1] = upper - lower
         return out
