@@ -3,8 +3,9 @@
 Variants (default): on 5 folds of ../shared/data/train.csv (the split `smartprice cv --seed SEED`
 uses), level 1 and its out-of-fold features are computed once per outer fold for `--splits` fold
 splits (cpu/level1.py), then every level-2 variant is fitted on them and scored on the held-out
-fold. Prints each variant's CV SMAPE and its paired difference with the single 900-tree fit.
-`--speed`: the default and `level2_splits=1` fitted on train.csv in one process, then, alternating
+fold. Prints each variant's CV SMAPE and its paired difference with the previous default (one
+900-tree fit on level 1 without this round's two signals, unit_ridge_dims and neighbour_spread).
+`--speed`: the default and the previous default fitted on train.csv in one process, then, alternating
 for `--rounds` rounds, one listing at a time (p50, p99) and the trees alone on one row.
 
     python bench/level2.py [--seed 0] [--splits 5] [--speed --rounds 3]
@@ -21,7 +22,7 @@ import numpy as np
 
 from smartprice import PricePredictor
 from smartprice.catalog import read_catalog
-from smartprice.cpu.level1 import Level1, parse, view_spec
+from smartprice.cpu.level1 import DENSE_FEATURES, Level1, parse, view_spec
 from smartprice.cpu.views import TextViews
 from smartprice.cv import fold_indices
 from smartprice.metrics import row_smape
@@ -50,25 +51,42 @@ def extra_knn(level1: Level1, listings, folds: np.ndarray | None) -> np.ndarray:
     return np.hstack(columns)
 
 
+NEW_SIGNALS = {"spread": ("_spread", "_iqr"), "unit ridges per dimension": ("ridge_unit_dimension",)}
+
+
+def signal_columns(names: list[str], signals: tuple[str, ...]) -> np.ndarray:
+    """Positions of the columns of the given NEW_SIGNALS among `names`."""
+    endings = tuple(e for signal in signals for e in NEW_SIGNALS[signal])
+    return np.array([i for i, name in enumerate(names) if name.endswith(endings)], dtype=int)
+
+
 def variants(splits: int) -> dict[str, Callable]:
-    """name -> fn(fit, denses, extras, valid, valid_extra): level-2 log prices of the held-out fold."""
-    def split_mean(count: int, rounds: int, rate: float, objectives: tuple, extra: bool = False) -> Callable:
-        def run(fit, denses, extras, valid, valid_extra):
-            return np.mean([fit(np.hstack([denses[s], extras[s]]) if extra else denses[s],
-                                np.hstack([valid, valid_extra]) if extra else valid, s, rate,
+    """name -> fn(fit, denses, extras, valid, valid_extra, names): level-2 log prices of the held-out fold.
+
+    The first (the base of the paired differences) is the previous default: one fit on level 1
+    without the two signals of this round (`unit_ridge_dims`, `neighbour_spread`)."""
+    def split_mean(count: int, rounds: int, rate: float, objectives: tuple, extra: bool = False,
+                   drop: tuple[str, ...] = ()) -> Callable:
+        def run(fit, denses, extras, valid, valid_extra, names):
+            keep = np.setdiff1d(np.arange(valid.shape[1]), signal_columns(names, drop))
+            return np.mean([fit(np.hstack([denses[s][:, keep], extras[s]]) if extra else denses[s][:, keep],
+                                np.hstack([valid[:, keep], valid_extra]) if extra else valid[:, keep], s, rate,
                                 objectives[s % len(objectives)], rounds) for s in range(count)], axis=0)
         return run
 
-    table = {"single fit, huber, 900 trees at 0.03": split_mean(1, 900, 0.03, ("huber",)),
-             "single fit, l1": split_mean(1, 900, 0.03, ("l1",)),
-             "single fit, neighbour stats also at k=5, 40": split_mean(1, 900, 0.03, ("huber",), extra=True)}
-    for count in range(3, splits + 1):
+    both = tuple(NEW_SIGNALS)
+    table = {"single fit, without this round's two signals": split_mean(1, 900, 0.03, ("huber",), drop=both),
+             "single fit, + spread": split_mean(1, 900, 0.03, ("huber",), drop=("unit ridges per dimension",)),
+             "single fit, + unit ridges per dimension": split_mean(1, 900, 0.03, ("huber",), drop=("spread",)),
+             "single fit, + both": split_mean(1, 900, 0.03, ("huber",)),
+             "single fit, + both, l1": split_mean(1, 900, 0.03, ("l1",)),
+             "single fit, + both, neighbour stats also at k=5, 40": split_mean(1, 900, 0.03, ("huber",), extra=True)}
+    for count in range(2, splits + 1):
         rounds, rate = round(900 / count), 0.03 * count
-        table[f"{count} splits, huber, {rounds} trees at {rate:.2f}"] = split_mean(count, rounds, rate, ("huber",))
-        table[f"{count} splits, huber/l1/huber.., {rounds} at {rate:.2f}"] = \
+        table[f"{count} splits, + both, huber, {rounds} trees at {rate:.2f}"] = split_mean(count, rounds, rate, ("huber",))
+        table[f"{count} splits, + both, huber/l1.., {rounds} at {rate:.2f}"] = \
             split_mean(count, rounds, rate, ("huber", "l1"))
-    for rounds, rate in ((450, 0.06), (600, 0.045), (900, 0.03)):
-        table[f"3 splits, huber/l1/huber, {rounds} trees at {rate}"] = split_mean(3, rounds, rate, ("huber", "l1"))
+    table["2 splits, huber/l1, without the two signals"] = split_mean(2, 450, 0.06, ("huber", "l1"), drop=both)
     return table
 
 
@@ -90,6 +108,7 @@ def run_variants(seed: int, splits: int) -> None:
         valid_dense, valid_extra = np.hstack([level1.transform(held, threads=2), held.raw]), extra_knn(level1, held, None)
         split_folds = [np.random.default_rng(preset.seed + s).permutation(len(y)) % preset.folds for s in range(splits)]
         denses = [np.hstack([stack, listings.raw]) for stack in level1.out_of_fold_splits(listings, y, split_folds, 2)]
+        names = list(level1.features + DENSE_FEATURES)
         extras = [extra_knn(level1, listings, folds) for folds in split_folds]
 
         def fit(x, x_valid, s, rate, objective, rounds, y=y):
@@ -97,7 +116,7 @@ def run_variants(seed: int, splits: int) -> None:
             return lgb.train(params, lgb.Dataset(x, y), num_boost_round=rounds).predict(x_valid, num_threads=1)
 
         for name, variant in table.items():
-            predictions[name][valid] = np.expm1(variant(fit, denses, extras, valid_dense, valid_extra))
+            predictions[name][valid] = np.expm1(variant(fit, denses, extras, valid_dense, valid_extra, names))
         print(f"fold {number + 1}/5 done in {time.perf_counter() - started:.0f} s", flush=True)
     base = row_smape(next(iter(predictions.values())), price)
     print(f"{'variant':52} {'CV SMAPE':>9} {'paired difference':>20}")
@@ -111,7 +130,8 @@ def run_speed(rounds: int) -> None:
     train = read_catalog(DATA / "train.csv", labelled=True)
     test = read_catalog(DATA / "test_unlabeled.csv")
     models = {}
-    for name, overrides in (("single fit", {"level2_splits": 1, "level2_objectives": ()}), ("default", {})):
+    previous = {"level2_splits": 1, "level2_objectives": (), "unit_ridge_dims": False, "neighbour_spread": False}
+    for name, overrides in (("previous default", previous), ("default", {})):
         started = time.perf_counter()
         models[name] = PricePredictor("cpu", **overrides).fit(train)
         print(f"{name}: fit {time.perf_counter() - started:.1f} s", flush=True)
