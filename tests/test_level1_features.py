@@ -20,7 +20,9 @@ def test_spread_is_the_weighted_std_and_the_interquartile_range_of_neighbour_pri
     stats = NeighbourStats(4).fit(np.log1p([10.0, 10.0, 10.0, 10.0, 90.0]), np.zeros(5))
     index = np.array([[0, 1, 2, 3], [0, 1, 4, 4], [0, 1, -1, -1]])
     sims = np.array([[0.9, 0.8, 0.7, 0.6], [1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.0, 0.0]])
-    spread = stats.spread(index, sims)
+    spread = stats.transform(index, sims, np.zeros(3), spread=True)[:, 6:]
+    np.testing.assert_allclose(spread[:, 1], np.subtract(*np.quantile(stats.y_[np.maximum(index, 0)] * (index >= 0)
+                               + stats.prior_ * (index < 0), (0.75, 0.25), axis=1)), rtol=1e-12)
     assert spread[0] == pytest.approx([0.0, 0.0], abs=1e-12)  # neighbours agree
     gap = np.log1p(90.0) - np.log1p(10.0)
     assert spread[1, 0] == pytest.approx(gap / 2)  # equal weights, half at each price: std is half the gap

@@ -27,7 +27,7 @@ from ..errors import SettingsError
 log = logging.getLogger(__name__)
 
 STATS = ("mean", "median", "top1", "top1_sim", "sim_mean", "unit_price")  # columns of NeighbourStats.transform
-SPREAD = ("spread", "iqr")  # columns of NeighbourStats.spread
+SPREAD = ("spread", "iqr")  # and its two more with spread=True
 BATCH = 512            # queries per call: bounds the memory of candidate re-scoring
 SMALL_BATCH = 32       # fewer queries than this: one plain sparse product (no per-call copies of the index)
 MIN_DROP_ROWS = 100    # a term is frequent only beyond this many rows too: small catalogs keep every term
@@ -335,31 +335,34 @@ class NeighbourStats:
         self.unit_prior_ = float(self.unit_y_.mean()) if len(self.y_) else 0.0
         return self
 
-    def transform(self, index: np.ndarray, sims: np.ndarray, log_qty: np.ndarray) -> np.ndarray:
-        """(n, 6): similarity-weighted mean price, median, top-1 price and similarity, mean similarity, unit-price estimate."""
+    def transform(self, index: np.ndarray, sims: np.ndarray, log_qty: np.ndarray, spread: bool = False) -> np.ndarray:
+        """(n, 6): similarity-weighted mean price, median, top-1 price and similarity, mean similarity, unit-price
+        estimate; with `spread`, (n, 8): then how far the neighbours' prices disagree, their similarity-weighted
+        standard deviation and interquartile range (where they agree, their mean is worth more)."""
         missing = index < 0
         safe = np.maximum(index, 0)
         prices = np.where(missing, self.prior_, self.y_[safe])
         unit = np.where(missing, self.unit_prior_, self.unit_y_[safe])
         weights = np.where(missing, 0.0, np.clip(sims, 1e-3, None) ** 2) + 1e-12
-        out = np.empty((len(index), len(STATS)))
-        out[:, 0] = (weights * prices).sum(1) / weights.sum(1)
+        total = weights.sum(1)
+        out = np.empty((len(index), len(STATS) + (len(SPREAD) if spread else 0)))
+        out[:, 0] = (weights * prices).sum(1) / total
         out[:, 1] = np.median(prices, axis=1)
         out[:, 2] = prices[:, 0]
         out[:, 3] = sims[:, 0]
         out[:, 4] = sims.mean(1)
-        out[:, 5] = (weights * unit).sum(1) / weights.sum(1) + log_qty
+        out[:, 5] = (weights * unit).sum(1) / total + log_qty
+        if spread:
+            out[:, 6] = np.sqrt((weights * (prices - out[:, :1]) ** 2).sum(1) / total)
+            ordered = np.sort(prices, axis=1)  # quartiles by linear interpolation (np.quantile's default), one sort
+            out[:, 7] = _sorted_quantile(ordered, 0.75) - _sorted_quantile(ordered, 0.25)
         return out
 
-    def spread(self, index: np.ndarray, sims: np.ndarray) -> np.ndarray:
-        """(n, 2): how far the neighbours' prices disagree: similarity-weighted standard deviation and
-        interquartile range of their log prices (where they agree, their mean is worth more)."""
-        missing = index < 0
-        prices = np.where(missing, self.prior_, self.y_[np.maximum(index, 0)])
-        weights = np.where(missing, 0.0, np.clip(sims, 1e-3, None) ** 2) + 1e-12
-        mean = (weights * prices).sum(1) / weights.sum(1)
-        out = np.empty((len(index), len(SPREAD)))
-        out[:, 0] = np.sqrt((weights * (prices - mean[:, None]) ** 2).sum(1) / weights.sum(1))
-        lower, upper = np.quantile(prices, (0.25, 0.75), axis=1)
-        out[:, 1] = upper - lower
-        return out
+
+def _sorted_quantile(ordered: np.ndarray, q: float) -> np.ndarray:
+    """The q-quantile of each row of an (n, k) array sorted along its rows, interpolated linearly between
+    ranks (np.quantile's default method, without its per-call overhead: this runs for every listing)."""
+    position = q * (ordered.shape[1] - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, ordered.shape[1] - 1)
+    return ordered[:, low] + (position - low) * (ordered[:, high] - ordered[:, low])
