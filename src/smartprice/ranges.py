@@ -57,17 +57,30 @@ def check_coverages(values: Any, name: str = "coverage") -> list[float]:
     return [check_coverage(v, name) for v in values]
 
 
+def _band(edges: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The band of each predicted log price between inner band `edges`."""
+    return np.searchsorted(edges, np.asarray(predicted, dtype=np.float64), side="right")
+
+
 class PriceRanges:
     """Conformal ranges of one model, on log1p(price); `interval(pred, coverage, sigmas)` -> (low, high)."""
 
     def __init__(self, scores: np.ndarray, bands: np.ndarray, edges: np.ndarray, normalised: bool) -> None:
-        from crepes import ConformalRegressor
-
         self.scores = np.asarray(scores, dtype=np.float64)   # |true - pred| (/ sigma) of the calibration rows
         self.bands = np.asarray(bands, dtype=np.int64)       # band of each calibration row
         self.edges = np.asarray(edges, dtype=np.float64)     # inner band edges on predicted log price
         self.normalised = bool(normalised)
-        self.conformal = ConformalRegressor().fit(self.scores, bins=self.bands)
+        self._conformal: Any = None
+
+    @property
+    def conformal(self) -> Any:
+        """crepes' ConformalRegressor on the calibration scores, built when a range is first asked for:
+        importing crepes (and the scipy.stats it imports) takes ~1.7 s, which point prices need not pay."""
+        if self._conformal is None:
+            from crepes import ConformalRegressor
+
+            self._conformal = ConformalRegressor().fit(self.scores, bins=self.bands)
+        return self._conformal
 
     @classmethod
     def calibrate(cls, predicted: np.ndarray, actual: np.ndarray, sigmas: np.ndarray | None = None,
@@ -79,11 +92,11 @@ class PriceRanges:
             scores = scores / np.asarray(sigmas, dtype=np.float64)
         bands = max(1, min(bands, len(predicted) // MIN_BAND_ROWS))
         edges = np.quantile(predicted, np.linspace(0, 1, bands + 1)[1:-1]) if bands > 1 else np.zeros(0)
-        return cls(scores, np.searchsorted(edges, predicted, side="right"), edges, sigmas is not None)
+        return cls(scores, _band(edges, predicted), edges, sigmas is not None)
 
     def band(self, predicted: np.ndarray) -> np.ndarray:
         """The Mondrian band of each predicted log price."""
-        return np.searchsorted(self.edges, np.asarray(predicted, dtype=np.float64), side="right")
+        return _band(self.edges, predicted)
 
     def interval(self, predicted: np.ndarray, coverage: float, sigmas: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) log1p(price) of a `coverage` range around each prediction (infinite where too few rows calibrate)."""
