@@ -39,14 +39,14 @@ MIN_DIMENSION_ROWS = 20  # fewer training rows of a dimension: no ridge of its o
 
 def stack_features(knn_views: Sequence[str], unit_ridge: bool = False, unit_dims: bool = False,
                    spread: bool = False) -> tuple[str, ...]:
-    """Names of the level-1 features, in column order: ridges, neighbour statistics per view (with their
-    spread), brand."""
+    """Names of the level-1 features, in column order: ridges, neighbour statistics per view, their spread
+    per view, brand."""
     def knn(stats: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(f"knn_{stat}" if view == "name" else f"knn_{view}_{stat}" for view in knn_views for stat in stats)
 
     ridges = ("ridge_word", "ridge_char") + (("ridge_word_unit",) if unit_ridge else ()) + \
         (("ridge_unit_dimension",) if unit_dims else ()) + (("ridge_emb",) if "emb" in knn_views else ())
-    return (*ridges, *knn(STATS + SPREAD if spread else STATS), "brand_mean", "brand_count")
+    return (*ridges, *knn(STATS), *(knn(SPREAD) if spread else ()), "brand_mean", "brand_count")
 
 
 def check_knn_views(views: Sequence[str]) -> tuple[str, ...]:
@@ -277,8 +277,9 @@ class Level1:
             ridges.append(per_unit)
         if "emb" in self.ridges_:
             ridges.append(self.ridges_["emb"].predict(listings.views["emb"]))
-        knn = [self.stats_.transform(*found[view], listings.log_qty, self.preset.neighbour_spread)
-               for view in self.knn_views]
+        stats = [self.stats_.transform(*found[view], listings.log_qty, self.preset.neighbour_spread)
+                 for view in self.knn_views]
+        knn = [s[:, :len(STATS)] for s in stats] + [s[:, len(STATS):] for s in stats if s.shape[1] > len(STATS)]
         return np.hstack([np.column_stack(ridges), *knn, brand_lookup(listings.brands, self.brands_, self.y_mean_)])
 
     # --- persistence ------------------------------------------------------------------------

@@ -364,5 +364,6 @@ def _sorted_quantile(ordered: np.ndarray, q: float) -> np.ndarray:
     ranks (np.quantile's default method, without its per-call overhead: this runs for every listing)."""
     position = q * (ordered.shape[1] - 1)
     low = int(np.floor(position))
-    high = min(low + 1, ordered.shape[1] - 1)
-    return ordered[:, low] + (position - low) * (ordered[:, high] - ordered[:, low])
+    high, t = min(low + 1, ordered.shape[1] - 1), position - low
+    a, b = ordered[:, low], ordered[:, high]
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t  # np.quantile's own rounding, value for value
