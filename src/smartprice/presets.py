@@ -52,8 +52,8 @@ class CpuPreset:
     unit_ridge: bool = setting(True, "a word ridge on log price per unit of quantity: -0.20 ± 0.09 SMAPE "
                                "(smartprice cv on train.csv)")
     unit_ridge_dims: bool = setting(True, "also a unit-price word ridge per unit dimension (mass, volume, count), each "
-                                    "row scored by its dimension's; with neighbour_spread -0.24 ± 0.12 CV SMAPE "
-                                    "(smartprice cv --seed 42, docs/accuracy.md)")
+                                    "row scored by its dimension's: -0.20 ± 0.09 CV SMAPE on one level-2 fit, with "
+                                    "neighbour_spread -0.21 ± 0.12 (bench/level2.py --seed 42, docs/accuracy.md)")
     neighbour_spread: bool = setting(True, "also how far neighbour prices disagree per view (weighted std, "
                                      "interquartile range of their log prices): tells level 2 when to trust them")
     embed_encoder: str = setting("minilm", 'frozen sentence encoder of the "emb" view (all-MiniLM-L6-v2, shipped '
@@ -81,8 +81,9 @@ class CpuPreset:
     level2_splits: int = setting(2, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
                                  "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees "
                                  "(predict scores no more trees); with unit_ridge_dims and neighbour_spread, 2 splits "
-                                 "(huber, l1): -0.53 ± 0.13 CV SMAPE, 3 (huber, l1, huber): -0.47 ± 0.13, for more fit "
-                                 "(smartprice cv --seed 42, docs/accuracy.md)")
+                                 "(huber, l1) against the previous default: -0.54 ± 0.13 CV SMAPE on seed-42 folds, "
+                                 "-0.41 ± 0.13 on seed 0 (smartprice cv --compare); 3 splits gave the same for more "
+                                 "fit (bench/level2.py, docs/accuracy.md)")
     level2_objectives: tuple = setting(("huber", "l1"), "objective of each split's fit, in turn (empty: `objective`): "
                                        "an l1 fit beside a huber one averages two kinds of error")
 
