@@ -81,7 +81,7 @@ class CpuPreset:
     level2_splits: int = setting(2, "level 2 averaged over this many stacking-fold splits (cpu/level2.py), each fit "
                                  "trees / splits rounds at learning_rate x splits, written as one model of `trees` trees "
                                  "(predict scores no more trees); with unit_ridge_dims and neighbour_spread, 2 splits "
-                                 "(huber, l1) against the previous default: -0.54 ± 0.13 CV SMAPE on seed-42 folds, "
+                                 "(huber, l1) against one fit without them: -0.54 ± 0.13 CV SMAPE on seed-42 folds, "
                                  "-0.41 ± 0.13 on seed 0 (smartprice cv --compare); 3 splits gave the same for more "
                                  "fit (bench/level2.py, docs/accuracy.md)")
     level2_objectives: tuple = setting(("huber", "l1"), "objective of each split's fit, in turn (empty: `objective`): "
@@ -180,7 +180,7 @@ PRESET_NOTES: dict[str, PresetNotes] = {
                             {"folds": "3 folds: fewer level-1 fits", "trees": "fewer trees, each a larger step",
                              "learning_rate": "larger steps for fewer trees",
                              "neighbours": "fewer neighbours to search and summarise",
-                             "unit_ridge_dims": "fewer ridges to fit", "neighbour_spread": "as before the spread",
+                             "unit_ridge_dims": "fewer ridges to fit", "neighbour_spread": "fewer columns per listing",
                              "level2_splits": "one level-2 fit: a third of the level-1 refits",
                              "level2_objectives": "one fit, the objective's"}),
     "ultra": PresetNotes("the largest fusion model (DeBERTa-v3-base, deep batch-norm head)", "GPU; the heaviest",
