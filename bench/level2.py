@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
+from common import DATA, require_data
 
 from smartprice import PricePredictor
 from smartprice.catalog import read_catalog
@@ -28,7 +28,6 @@ from smartprice.cv import fold_indices
 from smartprice.metrics import row_smape
 from smartprice.presets import CpuPreset
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 EXTRA_K = (5, 40)  # neighbour statistics at more k: mean, median, mean similarity, unit price at each
 
 
@@ -164,8 +163,7 @@ def main() -> None:
     parser.add_argument("--speed", action="store_true", help="time the default against level2_splits=1 instead")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of --speed")
     args = parser.parse_args()
-    if not (DATA / "train.csv").exists():
-        raise SystemExit(f"bench/level2.py: {DATA / 'train.csv'} not found")
+    require_data("bench/level2.py", "train.csv", *(("test_unlabeled.csv",) if args.speed else ()))
     run_speed(args.rounds) if args.speed else run_variants(args.seed, args.splits)
 
 
