@@ -75,7 +75,7 @@ class PriceRanges:
     @property
     def conformal(self) -> Any:
         """crepes' ConformalRegressor on the calibration scores, built when a range is first asked for:
-        importing crepes (and the scipy.stats it imports) takes ~1.7 s, which point prices need not pay."""
+        importing crepes (and the scikit-learn it imports) takes ~1.1 s, which point prices need not pay."""
         if self._conformal is None:
             from crepes import ConformalRegressor
 
